@@ -1,0 +1,154 @@
+"""``alignkit <command> [--config FILE.yaml] [--preset NAME] [key=value ...]``.
+
+Parses, validates and dispatches; no training logic lives here. Bad input (a config key, a data
+file, a model dir) is reported as one line on stderr with exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict
+
+from alignkit.config import (
+    GenerateConfig,
+    PretrainConfig,
+    RunConfig,
+    WorldConfig,
+    describe,
+    load_config,
+    preset_file,
+    read_yaml,
+)
+from alignkit.errors import AlignkitError
+
+USAGE_KEYS = "key=value overrides, e.g. max_steps=100 lr=1e-3 (nested: pretrain.max_steps=100)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except AlignkitError as e:
+        print(f"alignkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alignkit: interrupted (resume with resume=true or by running the same command again)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# commands
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from alignkit import pipeline
+
+    base: dict = {"preset": args.preset}
+    for stage in ("world", "tokenizer", "pretrain", "base_eval"):
+        path = preset_file(args.preset, stage)
+        if path.is_file():
+            base[stage] = read_yaml(path)
+    cfg = load_config(RunConfig, config_file=args.config, overrides=args.overrides, base=base)
+    summary = pipeline.run(cfg)
+    pipeline.print_table(summary)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from alignkit.stages import pretrain
+
+    base = read_yaml(preset_file(args.preset, "pretrain")) if args.preset else None
+    cfg = load_config(PretrainConfig, config_file=args.config, overrides=args.overrides, base=base)
+    pretrain.run(cfg)
+
+
+def cmd_world_export(args: argparse.Namespace) -> None:
+    from alignkit.world import build_world
+    from alignkit.world.export import export_world
+
+    cfg = load_config(WorldConfig, config_file=args.config, overrides=args.overrides)
+    files = export_world(build_world(**asdict(cfg)), args.out)
+    for name, path in files.items():
+        n = sum(1 for _ in open(path, encoding="utf-8"))
+        print(f"{path}  ({n} {name} records)")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from alignkit.models.load import load_model
+    from alignkit.rollout.sampler import sample
+
+    cfg = load_config(GenerateConfig, config_file=args.config, overrides=args.overrides)
+    model, tokenizer = load_model(args.model)
+    prompt = args.prompt
+    if cfg.chat:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True)
+    samples = sample(model, tokenizer, [prompt] * cfg.n, max_new_tokens=cfg.max_new_tokens,
+                     temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=cfg.seed)
+    for i, text in enumerate(samples.texts):
+        if cfg.n > 1:
+            print(f"--- sample {i + 1}")
+        print(text)
+
+
+# ----------------------------------------------------------------------------------------------------
+# argument parsing
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignkit",
+        description="Train a chat assistant the way ChatGPT was built: pretrain → SFT → reward model → "
+                    "PPO / DPO / GRPO. Runs on a laptop CPU with the built-in world, and on your own "
+                    "Hugging Face models.",
+        epilog="Every command takes --config FILE.yaml and key=value overrides; `alignkit <command> --help` "
+               "lists its keys with defaults.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="<command>")
+
+    p = _command(sub, "run", "run the whole recipe so far on the built-in world into runs/<name>/", RunConfig,
+                 "Stages: world → tokenizer → pretrain → base-model evaluation (zero-shot vs few-shot). "
+                 "A stage whose config and inputs are unchanged is skipped; an interrupted one resumes.")
+    p.add_argument("--preset", default="tiny", help="preset from alignkit/configs/ (smoke, tiny); default: tiny")
+    p.set_defaults(func=cmd_run)
+
+    p = _command(sub, "pretrain", "pretrain a causal LM from scratch (or continue one) on packed documents",
+                 PretrainConfig, "Writes out/model (HF format), out/metrics.jsonl, out/summary.json, out/state "
+                 "(resume with resume=true).")
+    p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/pretrain.yaml")
+    p.set_defaults(func=cmd_pretrain)
+
+    world = sub.add_parser("world", help="the built-in synthetic world", description="The built-in world.")
+    wsub = world.add_subparsers(title="world commands", metavar="<world command>")
+    p = _command(wsub, "export", "write every world dataset as JSONL in the record schema", WorldConfig,
+                 "Files: pretrain.jsonl, sft.jsonl, prompts.jsonl, eval_prompts.jsonl, pairs.jsonl, "
+                 "rankings.jsonl, labels.jsonl.")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_world_export)
+    world.set_defaults(func=lambda a: world.print_help())
+
+    p = _command(sub, "generate", "sample a continuation (or a chat reply with chat=true) from a model dir",
+                 GenerateConfig, "")
+    p.add_argument("--model", required=True, help="Hugging Face causal-LM directory")
+    p.add_argument("--prompt", required=True, help="prompt text")
+    p.set_defaults(func=cmd_generate)
+    return parser
+
+
+def _command(sub, name: str, help: str, schema: type, details: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=f"{help}. {details}".strip(),
+                       epilog=f"keys (key=default  meaning [allowed]):\n{describe(schema)}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file of keys (overridden by key=value)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=USAGE_KEYS)
+    return p
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

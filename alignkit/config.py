@@ -1,0 +1,313 @@
+"""Config schemas, loading and validation.
+
+Every stage has one dataclass (defaults in code). A config is built from, in order:
+the dataclass defaults → a YAML file (``--config FILE.yaml``, or a preset) → ``key=value`` overrides.
+Nested sections use dots: ``alignkit run pretrain.max_steps=50``. Unknown keys, wrong types and
+impossible values raise :class:`ConfigError` with one line naming the key and what is allowed — before
+any work starts.
+
+Fields are declared with :func:`param`, which carries the help text (shown by ``--help``) and the
+allowed range or choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple | None = None, gt: float | None = None) -> Any:
+    """A config field: default, one-line help, and the allowed values (``min``/``max`` inclusive, ``gt`` strict)."""
+    meta = {"help": help, "min": min, "max": max, "gt": gt, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, help: str) -> Any:
+    """A nested config section (a dataclass), e.g. ``RunConfig.pretrain``."""
+    return field(default_factory=cls, metadata={"help": help, "section": True})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stage schemas
+
+@dataclass
+class WorldConfig:
+    """The built-in synthetic world: knowledge base, corpus, task prompts, oracle."""
+    seed: int = param(0, "seed of the world: same seed, same world", min=0)
+    n_people: int = param(24, "number of fictional people in the knowledge base", min=2)
+    n_places: int = param(10, "number of fictional places", min=2)
+    n_animals: int = param(10, "number of fictional animal species", min=2)
+    n_objects: int = param(10, "number of fictional objects (inventions)", min=2)
+    max_operand: int = param(20, "largest operand of arithmetic statements and questions", min=2)
+    corpus_docs: int = param(6000, "number of pretraining documents", min=10)
+    heldout_per_category: int = param(40, "held-out evaluation prompts per task category", min=1)
+
+
+@dataclass
+class TokenizerConfig:
+    """Byte-level BPE trained on the pretraining corpus."""
+    vocab_size: int = param(2048, "vocabulary size including special tokens", min=300)
+    min_frequency: int = param(2, "minimum pair frequency for a BPE merge", min=1)
+
+
+@dataclass
+class PretrainConfig:
+    """Next-token prediction from scratch (or continued) on packed documents."""
+    # inputs / outputs
+    data: str = param("world", "'world' for the built-in corpus, or a JSONL/Parquet/datasets dir of {text} records")
+    tokenizer: str = param("", "tokenizer dir (required unless `model` is given)")
+    model: str = param("", "HF causal-LM dir to continue from; empty = a new model built from `size`")
+    out: str = param("runs/pretrain", "output dir: model/, state/, metrics.jsonl, summary.json")
+    # model built from config when `model` is empty
+    arch: str = param("llama", "architecture of a new model", choices=("llama", "qwen2", "gpt2"))
+    size: str = param("tiny", "size preset of a new model (see alignkit/models/load.py)",
+                      choices=("smoke", "tiny", "small"))
+    # data
+    block_size: int = param(256, "tokens per packed training block", min=8)
+    heldout_fraction: float = param(0.02, "fraction of documents held out for loss/perplexity", gt=0, max=0.5)
+    # optimisation
+    batch_size: int = param(16, "blocks per micro-batch", min=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
+    max_steps: int = param(300, "optimizer steps", min=1)
+    lr: float = param(3e-3, "peak learning rate (AdamW)", gt=0)
+    min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
+    warmup_steps: int = param(20, "linear warm-up steps", min=0)
+    weight_decay: float = param(0.1, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)
+    grad_clip: float = param(1.0, "max global gradient norm (0 = off)", min=0)
+    # bookkeeping
+    eval_every: int = param(100, "steps between held-out evaluations", min=1)
+    eval_batches: int = param(8, "held-out micro-batches per evaluation", min=1)
+    save_every: int = param(100, "steps between resumable checkpoints", min=1)
+    seed: int = param(0, "seed for init, data order and dropout", min=0)
+    resume: bool = param(False, "continue from the last checkpoint in out/state")
+    overwrite: bool = param(False, "replace a finished or partial run already in `out`")
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = param("float32", "training dtype (bfloat16 = autocast on GPU)", choices=("float32", "bfloat16"))
+    threads: int = param(0, "torch CPU threads (0 = leave as is)", min=0)
+    progress: bool = param(True, "show a progress bar")
+
+
+@dataclass
+class BaseEvalConfig:
+    """Zero-shot vs few-shot prompting of the base model, scored by the world's oracle."""
+    categories: list = param(["fact", "arithmetic"], "task categories to prompt")
+    n_prompts: int = param(80, "held-out prompts per mode (spread over the categories)", min=1)
+    shots: int = param(4, "in-context examples in the few-shot prompt", min=1)
+    max_new_tokens: int = param(32, "tokens sampled per answer", min=1)
+    temperature: float = param(0.0, "sampling temperature (0 = greedy)", min=0)
+    batch_size: int = param(32, "prompts per generation batch", min=1)
+    seed: int = param(0, "sampling seed", min=0)
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling from a model dir (``alignkit generate``)."""
+    max_new_tokens: int = param(64, "tokens to sample at most", min=1)
+    temperature: float = param(0.7, "sampling temperature (0 = greedy)", min=0)
+    top_p: float = param(1.0, "nucleus sampling: keep the smallest set of tokens with this much mass", gt=0, max=1)
+    top_k: int = param(0, "keep only the k most likely tokens (0 = off)", min=0)
+    n: int = param(1, "samples per prompt", min=1)
+    seed: int = param(0, "sampling seed", min=0)
+    chat: bool = param(False, "wrap the prompt in the tokenizer's chat template as a user turn")
+
+
+@dataclass
+class RunConfig:
+    """The recipe so far: world → tokenizer → pretrain → base-model evaluation."""
+    name: str = param("demo", "run name: everything goes to <runs_dir>/<name>/")
+    runs_dir: str = param("runs", "parent folder of runs")
+    preset: str = param("tiny", "preset the run was built from (set by --preset)")
+    world: WorldConfig = section(WorldConfig, "the built-in world")
+    tokenizer: TokenizerConfig = section(TokenizerConfig, "tokenizer training")
+    pretrain: PretrainConfig = section(PretrainConfig, "pretraining")
+    base_eval: BaseEvalConfig = section(BaseEvalConfig, "zero-/few-shot evaluation of the base model")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading and validation
+
+def load_config(cls: type, *, config_file: str | Path | None = None, overrides: list[str] | tuple = (),
+                base: dict | None = None) -> Any:
+    """Build a validated ``cls`` from defaults, a base mapping, a YAML file and ``key=value`` overrides."""
+    values: dict = {}
+    if base:
+        _merge(values, base)
+    if config_file is not None:
+        _merge(values, read_yaml(config_file))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not key=value")
+        _merge(values, _nest(key.strip(), _parse_scalar(raw)))
+    origin = f" in {config_file}" if config_file else ""
+    return _build(cls, values, prefix="", origin=origin)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def preset_file(preset: str, stage: str) -> Path:
+    """``alignkit/configs/<preset>/<stage>.yaml``; an unknown preset is a ConfigError."""
+    available = sorted(p.name for p in PRESETS_DIR.iterdir() if p.is_dir())
+    if preset not in available:
+        raise ConfigError(f"unknown preset '{preset}'; available: {', '.join(available)}")
+    return PRESETS_DIR / preset / f"{stage}.yaml"
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def describe(cls: type, prefix: str = "") -> str:
+    """One line per key: name, default, help, allowed values (used by ``--help``)."""
+    lines = []
+    for f in fields(cls):
+        if f.metadata.get("section"):
+            lines.append(f"  [{prefix}{f.name}]  {f.metadata['help']}")
+            lines.append(describe(f.default_factory, prefix=f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        allowed = _allowed(f)
+        lines.append(f"  {prefix}{f.name}={default!r}  {f.metadata.get('help', '')}"
+                     + (f" [{allowed}]" if allowed else ""))
+    return "\n".join(lines)
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _build(cls: type, values: dict, prefix: str, origin: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else f"; allowed: {', '.join(known)}"
+            raise ConfigError(f"unknown key '{prefix}{key}'{origin}{suggestion}")
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for name, f in known.items():
+        if f.metadata.get("section"):
+            sub = values.get(name, {})
+            if not isinstance(sub, dict):
+                raise ConfigError(f"key '{prefix}{name}'{origin} must be a section of key: value pairs")
+            kwargs[name] = _build(hints[name], sub, f"{prefix}{name}.", origin)
+        elif name in values:
+            kwargs[name] = _check(f, hints[name], values[name], f"{prefix}{name}", origin)
+    return cls(**kwargs)
+
+
+def _check(f: dataclasses.Field, typ: Any, value: Any, key: str, origin: str) -> Any:
+    value = _coerce(typ, value, key, origin)
+    m = f.metadata
+    bad = None
+    if m.get("choices") is not None and value not in m["choices"]:
+        bad = f"one of {', '.join(map(str, m['choices']))}"
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        too_low = (m.get("min") is not None and value < m["min"]) or (m.get("gt") is not None and value <= m["gt"])
+        too_high = m.get("max") is not None and value > m["max"]
+        if too_low or too_high:
+            bad = _allowed(f)
+    if bad:
+        raise ConfigError(f"key '{key}'{origin} must be {bad}, got {value!r}")
+    return value
+
+
+def _coerce(typ: Any, value: Any, key: str, origin: str) -> Any:
+    origin_t = typing.get_origin(typ)
+    if origin_t in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        typ = next(a for a in args if a is not type(None))
+        origin_t = typing.get_origin(typ)
+    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    base = origin_t or typ
+    ok = False
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        if isinstance(value, str):  # YAML reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base is str:
+        ok = isinstance(value, str) or isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = str(value) if ok else value
+    elif base is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        ok = isinstance(value, list)
+    if not ok:
+        raise ConfigError(f"key '{key}'{origin} must be {want.get(base, str(base))}, got {value!r}")
+    return value
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    m = f.metadata
+    if m.get("choices") is not None:
+        return "one of " + ", ".join(map(str, m["choices"]))
+    lo = f">= {m['min']}" if m.get("min") is not None else (f"> {m['gt']}" if m.get("gt") is not None else "")
+    hi = f"<= {m['max']}" if m.get("max") is not None else ""
+    return " and ".join(p for p in (lo, hi) if p)
+
+
+def is_config(obj: Any) -> bool:
+    return is_dataclass(obj) and not isinstance(obj, type)

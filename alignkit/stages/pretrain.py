@@ -1,0 +1,201 @@
+"""Pretraining: next-token prediction from scratch on packed documents.
+
+    L(θ) = -(1/N) Σ_docs Σ_t log p_θ(x_t | x_<t)        (N = target tokens of the optimizer step)
+
+Documents are separated by EOS and packed into ``block_size`` rows with no cross-document attention
+(position ids restart per document; see ``alignkit/data/collators.py``). AdamW, linear warm-up then
+cosine decay, gradient accumulation normalised by the step's global token count, gradient clipping,
+held-out loss/perplexity every ``eval_every`` steps, atomic checkpoints and exact resume.
+
+Deliberate simplifications: the whole tokenised corpus is held in memory (fine up to ~10^8 tokens),
+one process (the data order is a pure function of the step, so sharding by rank is a slice away).
+
+    alignkit pretrain --config alignkit/configs/tiny/pretrain.yaml out=runs/mine/pretrain
+    alignkit pretrain data=corpus.jsonl tokenizer=runs/demo/tokenizer max_steps=500 resume=true
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from alignkit.config import PretrainConfig, TokenizerConfig, dump_yaml
+from alignkit.data.collators import pack_documents
+from alignkit.errors import AlignkitError
+from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.training.logging import info
+from alignkit.training.loop import lm_forward_loss, train_loop
+from alignkit.training.optim import build_optimizer, build_scheduler
+
+
+def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
+    """Pretrain as ``cfg`` says; returns (and writes) the stage summary. ``stop_after`` stops after that
+    many optimizer steps as a crash would (used by the resume test)."""
+    out = Path(cfg.out)
+    _check_out_dir(out, cfg)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    # 1. data: documents → tokenizer → packed blocks, train / held-out split by document
+    docs = load_documents(cfg.data)
+    model, tokenizer = _model_and_tokenizer(cfg, docs, out, device)
+    train_blocks, heldout_blocks = _tokenize_and_pack(docs, tokenizer, cfg)
+    info(f"pretrain: {len(docs)} documents → {len(train_blocks['input_ids'])} train / "
+         f"{len(heldout_blocks['input_ids'])} held-out blocks of {cfg.block_size} tokens")
+    dump_yaml(cfg, out / "config.yaml")
+
+    # 2. optimisation: one shared loop; the data of step s is a pure function of s (exact resume)
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
+                                min_lr_ratio=cfg.min_lr_ratio)
+    order = _BlockOrder(len(train_blocks["input_ids"]), seed=cfg.seed)
+
+    def micro_batches(step: int) -> list[dict]:
+        first = step * cfg.batch_size * cfg.grad_accum
+        return [_take(train_blocks, order.indices(first + i * cfg.batch_size, cfg.batch_size))
+                for i in range(cfg.grad_accum)]
+
+    def evaluate() -> dict:
+        loss = heldout_loss(model, heldout_blocks, batch_size=cfg.batch_size, max_batches=cfg.eval_batches,
+                            device=device)
+        return {"pretrain/heldout_loss": loss, "pretrain/heldout_ppl": math.exp(loss)}
+
+    result = train_loop(model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+                        micro_batches=micro_batches, evaluate=evaluate, cfg=cfg, out_dir=out, prefix="pretrain",
+                        device=device, loss_fn=lm_forward_loss, stop_after=stop_after)
+    if result.stopped_early:
+        return {}
+
+    # 3. artifacts: the HF checkpoint and summary.json
+    save_pretrained_atomic(model, tokenizer, out / "model")
+    final = result.last_eval or evaluate()
+    summary = {
+        "heldout_loss": final["pretrain/heldout_loss"],
+        "heldout_ppl": final["pretrain/heldout_ppl"],
+        "vocab_size": len(tokenizer),
+        "uniform_ppl": len(tokenizer),
+        "tokens_seen": result.tokens_seen,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(result.train_seconds, 2),
+        "steps": result.step,
+        "train_blocks": len(train_blocks["input_ids"]),
+        "block_size": cfg.block_size,
+        "device": str(device),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    info(f"pretrain: held-out loss {summary['heldout_loss']:.3f}, perplexity {summary['heldout_ppl']:.2f} "
+         f"(uniform {summary['vocab_size']}), {summary['tokens_seen']:,} tokens in {summary['train_seconds']:.0f}s")
+    return summary
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, blocks: dict, *, batch_size: int, max_batches: int,
+                 device: torch.device) -> float:
+    """Mean token NLL over the first ``max_batches`` micro-batches of held-out blocks."""
+    model.eval()
+    nll, count = 0.0, 0
+    n = len(blocks["input_ids"])
+    for start in range(0, min(n, batch_size * max_batches), batch_size):
+        batch = {k: v.to(device) for k, v in _take(blocks, torch.arange(start, min(n, start + batch_size))).items()}
+        _, m = lm_forward_loss(model, batch, normalizer=1.0)
+        nll += float(m["nll_sum"])
+        count += int(m["n_tokens"])
+    return nll / max(1, count)
+
+
+def load_documents(data: str) -> list[str]:
+    """``world`` → the built-in world's corpus (default world config); else a file/dir of {text} records."""
+    if data == "world":
+        from dataclasses import asdict
+
+        from alignkit.config import WorldConfig
+        from alignkit.world import build_world
+        docs = build_world(**asdict(WorldConfig())).pretraining_documents()
+    else:
+        from alignkit.data.sources import load_records
+        docs = [r["text"] for r in load_records(data, "text")]
+    if not docs:
+        raise AlignkitError(f"{data}: the corpus is empty")
+    return docs
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AlignkitError("device=cuda but no CUDA device is available (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def _model_and_tokenizer(cfg: PretrainConfig, docs: list[str], out: Path, device: torch.device):
+    from alignkit.models.load import build_config, load_model, new_model
+    from alignkit.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    if cfg.model:
+        return load_model(cfg.model, device=str(device))
+    if cfg.tokenizer:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    else:
+        tcfg = TokenizerConfig()
+        info(f"pretrain: no tokenizer given; training a {tcfg.vocab_size}-token BPE on the corpus")
+        tokenizer = train_tokenizer(docs, vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency)
+        save_tokenizer(tokenizer, out / "tokenizer")
+    model = new_model(build_config(cfg.arch, cfg.size, tokenizer), seed=cfg.seed)
+    return model.to(device), tokenizer
+
+
+def _tokenize_and_pack(docs: list[str], tokenizer, cfg: PretrainConfig) -> tuple[dict, dict]:
+    t0 = time.perf_counter()
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    order = list(range(len(docs)))
+    random.Random(cfg.seed).shuffle(order)
+    n_heldout = max(1, round(len(docs) * cfg.heldout_fraction))
+    heldout = set(order[:n_heldout])
+    eos = tokenizer.eos_token_id
+    try:
+        train = pack_documents([ids[i] for i in range(len(ids)) if i not in heldout], block_size=cfg.block_size,
+                               eos_id=eos)
+        held = pack_documents([ids[i] for i in sorted(heldout)], block_size=cfg.block_size, eos_id=eos)
+    except ValueError as e:
+        raise AlignkitError(f"{cfg.data}: {e} (lower block_size or add data)") from None
+    info(f"pretrain: tokenised {sum(map(len, ids)):,} tokens in {time.perf_counter() - t0:.1f}s")
+    return train, held
+
+
+class _BlockOrder:
+    """An endless stream of block indices: a fresh seeded permutation per epoch."""
+
+    def __init__(self, n: int, *, seed: int):
+        self.n, self.seed = n, seed
+
+    @lru_cache(maxsize=4)  # noqa: B019 - a handful of epochs, lives as long as the stage
+    def _perm(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def indices(self, first: int, count: int) -> torch.Tensor:
+        pos = torch.arange(first, first + count)
+        epochs, offsets = pos // self.n, pos % self.n
+        return torch.stack([self._perm(int(e))[int(o)] for e, o in zip(epochs, offsets)])
+
+
+def _take(blocks: dict, idx: torch.Tensor) -> dict:
+    return {k: v[idx] for k, v in blocks.items()}
+
+
+def _check_out_dir(out: Path, cfg: PretrainConfig) -> None:
+    """Never overwrite a run by accident: an existing run needs resume=true or overwrite=true."""
+    existing = [p for p in ("summary.json", "state", "model") if (out / p).exists()]
+    if existing and not cfg.resume:
+        if not cfg.overwrite:
+            raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); "
+                                "pass resume=true to continue it, overwrite=true to replace it, or another out=")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,66 @@
+import pytest
+
+from alignkit.cli import main
+from alignkit.config import PretrainConfig, RunConfig, load_config, preset_file
+from alignkit.errors import ConfigError
+
+
+def test_defaults_yaml_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("max_steps: 7\nlr: 1e-3\n")
+    cfg = load_config(PretrainConfig, config_file=f, overrides=["batch_size=3", "resume=true"])
+    assert (cfg.max_steps, cfg.lr, cfg.batch_size, cfg.resume) == (7, 1e-3, 3, True)
+    assert cfg.block_size == PretrainConfig().block_size
+
+
+def test_nested_override_and_presets():
+    cfg = load_config(RunConfig, overrides=["pretrain.max_steps=5", "world.n_people=3"])
+    assert cfg.pretrain.max_steps == 5 and cfg.world.n_people == 3
+    for preset in ("smoke", "tiny"):
+        assert preset_file(preset, "pretrain").is_file()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max_stpes=5", "unknown key 'max_stpes'; did you mean 'max_steps'?"),
+    ("max_steps=abc", "key 'max_steps' must be an integer, got 'abc'"),
+    ("max_steps=0", "key 'max_steps' must be >= 1, got 0"),
+    ("lr=-1", "key 'lr' must be > 0"),
+    ("arch=mamba", "key 'arch' must be one of llama, qwen2, gpt2, got 'mamba'"),
+    ("resume=maybe", "key 'resume' must be true or false"),
+    ("heldout_fraction=0.9", "key 'heldout_fraction' must be > 0 and <= 0.5"),
+    ("nokey", "override 'nokey' is not key=value"),
+])
+def test_bad_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, overrides=[override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("max_steps: 5\nlr: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+"):
+        load_config(PretrainConfig, config_file=f)
+    g = tmp_path / "typo.yaml"
+    g.write_text("max_step: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'max_step' in .*typo.yaml; did you mean 'max_steps'"):
+        load_config(PretrainConfig, config_file=g)
+
+
+def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["pretrain", f"out={out}", "max_steps=-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "alignkit: error: key 'max_steps' must be >= 1, got -3"
+    assert not out.exists()  # nothing written before validation passed
+    assert main(["run", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_help_lists_keys(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "max_steps=300" in text and "resume=False" in text

@@ -28,6 +28,10 @@ USAGE_KEYS = "key=value overrides, e.g. max_steps=100 lr=1e-3 (nested: pretrain.
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file "Loading weights" bars would drown alignkit's own
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -38,14 +38,14 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     """Pretrain as ``cfg`` says; returns (and writes) the stage summary. ``stop_after`` stops after that
     many optimizer steps as a crash would (used by the resume test)."""
     out = Path(cfg.out)
-    _check_out_dir(out, cfg)
     device = resolve_device(cfg.device)
+    docs = load_documents(cfg.data)  # bad data fails here, before anything is written
+    _check_out_dir(out, cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
     # 1. data: documents → tokenizer → packed blocks, train / held-out split by document
-    docs = load_documents(cfg.data)
     model, tokenizer = _model_and_tokenizer(cfg, docs, out, device)
     train_blocks, heldout_blocks = _tokenize_and_pack(docs, tokenizer, cfg)
     info(f"pretrain: {len(docs)} documents → {len(train_blocks['input_ids'])} train / "

@@ -1,0 +1,228 @@
+"""Batched sampling with a KV cache: prompts in, `Samples` out (the rollout step of PPO/GRPO, and eval).
+
+Uses `model.generate` with one GenerationConfig built here from our arguments only: the model's own
+generation_config.json may carry sampling defaults (temperature 0.7, repetition_penalty 1.05, ...) that
+would silently change the distribution we later compute log-probs for, so the logits-changing settings
+(penalties, top-k/p, min-p, typical, cutoffs) are pinned to neutral values. Only the stop (eos) ids are
+taken from the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from alignkit.errors import AlignkitError
+from alignkit.rollout.types import Samples
+
+
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int = 32,
+    seed: int = 0,
+    stop_strings: list[str] | None = None,
+    show_progress: bool = False,
+) -> Samples:
+    """Complete each prompt (already-rendered text) with the model; temperature 0 is greedy.
+
+    A completion ends at the first eos id of `model.generation_config` (the eos token is kept in
+    `completion_ids` and the mask), at the first of `stop_strings` (its tokens are kept and masked in, the
+    text is cut before it), or after `max_new_tokens`. The same seed gives the same samples. Prompts are
+    left-padded here (the tokenizer's padding_side is not touched); the model's train/eval mode is restored.
+    """
+    _validate(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings)
+    if tokenizer.pad_token_id is None:
+        raise AlignkitError(
+            "the tokenizer has no pad token; load the model with alignkit.models.load.load_model"
+        )
+    pad_id = int(tokenizer.pad_token_id)
+    eos_ids = _eos_ids(model, tokenizer)
+    stops = list(stop_strings or [])
+    prompt_tokens = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    _check_lengths(model, prompt_tokens, max_new_tokens)
+    gen_config = _generation_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_id)
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    completions: list[list[int]] = []
+    starts = range(0, len(prompts), batch_size)
+    if show_progress:
+        from rich.progress import track
+
+        starts = track(starts, description="sampling", total=len(starts))
+    try:
+        model.eval()
+        with torch.no_grad(), _seeded(seed, device):
+            for start in starts:
+                # left padding: a decoder-only model continues every row from the same right edge
+                input_ids, attention_mask = _pad(prompt_tokens[start : start + batch_size], pad_id, left=True)
+                n_prompt = input_ids.shape[1]
+                criteria = StoppingCriteriaList([_StopStrings(tokenizer, stops, n_prompt)] if stops else [])
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=gen_config,
+                    stopping_criteria=criteria,
+                )
+                completions.extend(out[:, n_prompt:].tolist())
+    finally:
+        model.train(was_training)
+
+    cut = [_cut(tokenizer, ids, eos_ids, stops) for ids in completions]
+    texts = [text for _, text, _ in cut]
+    finished = [done for _, _, done in cut]
+    prompt_ids, prompt_mask = _pad(prompt_tokens, pad_id, left=True)
+    completion_ids, completion_mask = _pad([ids for ids, _, _ in cut], pad_id, left=False)
+    return Samples(
+        prompts=list(prompts),
+        texts=texts,
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        finished=finished,
+    )
+
+
+def _validate(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings) -> None:
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise AlignkitError("prompts must be a list of strings (rendered prompt texts)")
+    if any(p == "" for p in prompts):
+        raise AlignkitError(f"prompt {list(prompts).index('')} is empty; every prompt needs a token")
+    if max_new_tokens < 1:
+        raise AlignkitError(f"max_new_tokens={max_new_tokens} must be at least 1")
+    if temperature < 0:
+        raise AlignkitError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+    if not 0 < top_p <= 1:
+        raise AlignkitError(f"top_p={top_p} must be in (0, 1]")
+    if top_k < 0:
+        raise AlignkitError(f"top_k={top_k} must be >= 0 (0 = off)")
+    if batch_size < 1:
+        raise AlignkitError(f"batch_size={batch_size} must be at least 1")
+    if stop_strings is not None and (
+        isinstance(stop_strings, str) or not all(isinstance(s, str) and s for s in stop_strings)
+    ):
+        raise AlignkitError("stop_strings must be a list of non-empty strings")
+
+
+def _generation_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_id) -> GenerationConfig:
+    # generate() fills every field left None from the model's generation_config.json, so each setting that
+    # changes the logits is given a neutral value here.
+    neutral = dict(
+        num_beams=1, num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0
+    )
+    sampling = dict(do_sample=False)  # greedy: argmax, the warpers below are not applied
+    if temperature > 0:
+        sampling = dict(
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,  # 0 = off
+            min_p=0.0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+        )
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        use_cache=True,
+        **sampling,
+        **neutral,
+    )
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        raise AlignkitError("neither the model's generation_config nor the tokenizer defines an eos token")
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
+def _check_lengths(model, prompt_tokens: list[list[int]], max_new_tokens: int) -> None:
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    for i, tokens in enumerate(prompt_tokens):
+        if not tokens:
+            raise AlignkitError(f"prompt {i} encodes to no tokens")
+        if limit and len(tokens) + max_new_tokens > limit:
+            raise AlignkitError(
+                f"prompt {i} has {len(tokens)} tokens; with max_new_tokens={max_new_tokens} that exceeds "
+                f"the model's {limit} positions"
+            )
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch for this call only; the caller's RNG state is restored on exit."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class _StopStrings(StoppingCriteria):
+    """Stops a row once its decoded completion contains a stop string.
+
+    Looks at the completion only (from `n_prompt` on), so a prompt that ends in part of a stop string does
+    not stop the completion early; `_cut` decodes the same way, so both agree on where a row ends.
+    """
+
+    def __init__(self, tokenizer, stop_strings: list[str], n_prompt: int):
+        self.tokenizer, self.stop_strings, self.n_prompt = tokenizer, stop_strings, n_prompt
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.n_prompt :], skip_special_tokens=True)
+        done = [any(s in t for s in self.stop_strings) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _cut(tokenizer, ids: list[int], eos_ids: list[int], stops: list[str]) -> tuple[list[int], str, bool]:
+    """One generated row → (kept ids, text, finished). Kept: up to and including eos / the stop string."""
+    eos = set(eos_ids)
+    end = next((i + 1 for i, t in enumerate(ids) if t in eos), None)
+    finished = end is not None
+    ids = ids[:end] if finished else ids
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    hits = [(text.find(s), s) for s in stops if s in text]
+    if hits:
+        pos = min(hits)[0]
+        # the shortest prefix whose text already holds a stop string (monotone in length: binary search)
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in tokenizer.decode(ids[:mid], skip_special_tokens=True) for s in stops):
+                hi = mid
+            else:
+                lo = mid + 1
+        ids, text, finished = ids[:lo], text[:pos], True
+    return ids, text, finished
+
+
+def _pad(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged rows → (ids, mask), both (B, max_len) long; padding on the left or the right."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask

@@ -1,0 +1,86 @@
+"""End to end through the command line: `alignkit run --preset smoke`, world export, generate, --help."""
+
+import json
+
+import pytest
+
+from alignkit.cli import main
+from alignkit.data.sources import load_records
+
+PRETRAIN_KEYS = {"heldout_loss", "heldout_ppl", "vocab_size", "tokens_seen", "params", "train_seconds"}
+EVAL_KEYS = {"gold_reward", "rates", "per_category", "mean_length", "n_prompts"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
+    return runs / "smoke"
+
+
+def test_run_writes_every_file_and_documented_key(smoke_run):
+    for path in ["summary.json", "config.yaml", "world/pretrain.jsonl", "tokenizer/tokenizer.json",
+                 "pretrain/model/config.json", "pretrain/model/model.safetensors", "pretrain/model/tokenizer.json",
+                 "pretrain/metrics.jsonl", "pretrain/summary.json", "pretrain/config.yaml", "pretrain/state/latest",
+                 "base_eval/summary.json"]:
+        assert (smoke_run / path).exists(), path
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
+    assert summary["preset"] == "smoke"
+    assert PRETRAIN_KEYS <= summary["stages"]["pretrain"].keys()
+    assert PRETRAIN_KEYS <= json.loads((smoke_run / "pretrain" / "summary.json").read_text()).keys()
+    for mode in ("base_zero_shot", "base_few_shot"):
+        assert EVAL_KEYS <= summary["models"][mode].keys()
+        assert -1.0 <= summary["models"][mode]["gold_reward"] <= 1.0
+
+
+def test_second_run_skips_unchanged_stages(smoke_run, capsys):
+    runs = smoke_run.parent
+    before = (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
+    err = capsys.readouterr().err
+    for stage in ("world", "tokenizer", "pretrain", "base_eval"):
+        assert f"{stage}: unchanged, skipped" in err
+    assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_generate_from_the_pretrained_model(smoke_run, capsys):
+    model = smoke_run / "pretrain" / "model"
+    assert main(["generate", "--model", str(model), "--prompt", "Q: What is 2 + 2?\nA:", "max_new_tokens=5",
+                 "temperature=0"]) == 0
+    assert main(["generate", "--model", str(model), "--prompt", "hi", "chat=true", "n=2",
+                 "max_new_tokens=3"]) == 0
+    assert "--- sample 2" in capsys.readouterr().out
+
+
+def test_generate_reports_a_dir_without_weights(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alignkit: error:") and str(tmp_path) in err and "\n" not in err
+
+
+def test_world_export_follows_the_record_schema(tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert main(["world", "export", "--out", str(out), "corpus_docs=50", "heldout_per_category=2"]) == 0
+    kinds = {"pretrain": "text", "sft": "chat", "prompts": "prompt", "eval_prompts": "prompt",
+             "pairs": "pair", "rankings": "ranking", "labels": "label"}
+    for name, kind in kinds.items():
+        assert load_records(out / f"{name}.jsonl", kind), name  # validates every record
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["pretrain", "--help"], ["world", "export", "--help"],
+                                  ["generate", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    assert "usage: alignkit" in capsys.readouterr().out
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["pretrain", f"data={empty}", f"out={tmp_path / 'out'}"]) == 2
+    assert "empty.jsonl: no records" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

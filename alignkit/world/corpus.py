@@ -35,7 +35,7 @@ from alignkit.world.tasks import (
     unknown_attribute_questions,
 )
 
-DOC_MIX = {"prose": 0.32, "faq": 0.26, "arithmetic": 0.10, "review": 0.10, "story": 0.10, "forum": 0.12}
+DOC_MIX = {"prose": 0.27, "faq": 0.23, "arithmetic": 0.18, "review": 0.10, "story": 0.10, "forum": 0.12}
 CANONICAL_P = 0.5  # probability that a fact is stated with its canonical answer sentence
 
 # Paraphrases per (subject kind, attribute). Slots: s subject, v value, a article of v, f first name.

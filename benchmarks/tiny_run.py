@@ -1,0 +1,44 @@
+"""Measure `alignkit run --preset tiny` from scratch against the foundation targets.
+
+    .venv/bin/python benchmarks/tiny_run.py            # a fresh run into runs/bench-<time>
+
+Targets (2 CPU cores, after the one-time install): wall time ≤ 360 s; held-out perplexity below 5 %
+of the vocabulary size; few-shot gold reward clearly above zero-shot on fact + arithmetic prompts.
+Exits 1 when a target is missed. Timing is noisy on shared machines: run it a few times and take the
+median.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WALL_TARGET_S = 360.0
+
+
+def main() -> int:
+    name = f"bench-{int(time.time())}"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "alignkit", "run", "--preset", "tiny", f"name={name}",
+                    "pretrain.progress=false"], check=True)
+    wall = time.perf_counter() - t0
+    s = json.loads((Path("runs") / name / "summary.json").read_text())
+    pre, models = s["stages"]["pretrain"], s["models"]
+    zero, few = models["base_zero_shot"]["gold_reward"], models["base_few_shot"]["gold_reward"]
+    checks = {
+        f"wall {wall:.0f} s <= {WALL_TARGET_S:.0f} s": wall <= WALL_TARGET_S,
+        f"perplexity {pre['heldout_ppl']:.2f} < 5% of vocab {pre['vocab_size']} = {0.05 * pre['vocab_size']:.1f}":
+            pre["heldout_ppl"] < 0.05 * pre["vocab_size"],
+        f"few-shot {few:+.3f} > zero-shot {zero:+.3f} + 0.2": few > zero + 0.2,
+    }
+    print(f"pretrain {pre['train_seconds']:.0f} s, {pre['tokens_seen'] / pre['train_seconds']:,.0f} tokens/s")
+    for text, ok in checks.items():
+        print(("PASS " if ok else "MISS ") + text)
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -84,3 +84,18 @@ def test_empty_corpus_is_a_clear_error(tmp_path, capsys):
     assert main(["pretrain", f"data={empty}", f"out={tmp_path / 'out'}"]) == 2
     assert "empty.jsonl: no records" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_pretraining_resumes_in_the_pipeline(tmp_path, capsys):
+    args = ["run", "--preset", "smoke", f"runs_dir={tmp_path}", "name=cut"]
+    assert main(args) == 0
+    pre = tmp_path / "cut" / "pretrain"
+    (pre / "summary.json").unlink()  # as if the run died after its last checkpoint
+    (pre / "state" / "latest").write_text("step-000003\n")
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "pretrain: resuming" in err and "(step 3)" in err
+    assert "world: unchanged, skipped" in err
+    steps = [json.loads(line)["step"] for line in open(pre / "metrics.jsonl")]
+    assert steps == list(range(1, 7))

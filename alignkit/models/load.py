@@ -220,29 +220,21 @@ def build_config(
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
+    # Llama and Qwen2 take the same keys; Qwen2 also needs its sliding window off.
+    decoder = dict(
+        hidden_size=s["hidden_size"],
+        num_hidden_layers=s["num_layers"],
+        num_attention_heads=s["num_heads"],
+        num_key_value_heads=s["num_kv_heads"],
+        intermediate_size=s["intermediate_size"],
+        max_position_embeddings=s["max_positions"],
+        attention_dropout=0.0,
+        **ids,
+    )
     if arch == "llama":
-        return LlamaConfig(
-            hidden_size=s["hidden_size"],
-            num_hidden_layers=s["num_layers"],
-            num_attention_heads=s["num_heads"],
-            num_key_value_heads=s["num_kv_heads"],
-            intermediate_size=s["intermediate_size"],
-            max_position_embeddings=s["max_positions"],
-            attention_dropout=0.0,
-            **ids,
-        )
+        return LlamaConfig(**decoder)
     if arch == "qwen2":
-        return Qwen2Config(
-            hidden_size=s["hidden_size"],
-            num_hidden_layers=s["num_layers"],
-            num_attention_heads=s["num_heads"],
-            num_key_value_heads=s["num_kv_heads"],
-            intermediate_size=s["intermediate_size"],
-            max_position_embeddings=s["max_positions"],
-            use_sliding_window=False,
-            attention_dropout=0.0,
-            **ids,
-        )
+        return Qwen2Config(**decoder, use_sliding_window=False)
     if arch == "gpt2":  # no grouped-query attention: num_kv_heads is ignored
         return GPT2Config(
             n_embd=s["hidden_size"],

@@ -68,7 +68,7 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
                             device=device)
         return {"pretrain/heldout_loss": loss, "pretrain/heldout_ppl": math.exp(loss)}
 
-    result = train_loop(model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+    result = train_loop(model=model, optimizer=optimizer, scheduler=scheduler,
                         micro_batches=micro_batches, evaluate=evaluate, cfg=cfg, out_dir=out, prefix="pretrain",
                         device=device, loss_fn=lm_forward_loss, stop_after=stop_after)
     if result.stopped_early:

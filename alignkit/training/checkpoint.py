@@ -21,18 +21,19 @@ KEEP_LAST = 2
 
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
-    """``save_pretrained`` (safetensors) + tokenizer into ``out_dir``, replacing it atomically."""
+    """:func:`alignkit.models.load.save_model` (safetensors + tokenizer, round trip checked) into
+    ``out_dir``, replacing it atomically."""
+    from alignkit.models.load import save_model
+
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, tmp)
     _replace_dir(tmp, out_dir)
     return out_dir
 
 
-def save_state(state_dir: str | Path, step: int, *, model: Any, tokenizer: Any,
+def save_state(state_dir: str | Path, step: int, *, model: Any,
                optimizer: torch.optim.Optimizer, scheduler: Any, extra: dict) -> Path:
     """Write a resumable checkpoint ``state_dir/step-NNNNNN`` and point ``state_dir/latest`` at it."""
     state_dir = Path(state_dir)
@@ -40,9 +41,7 @@ def save_state(state_dir: str | Path, step: int, *, model: Any, tokenizer: Any,
     tmp = state_dir / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp / "model")
+    model.save_pretrained(tmp / "model")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": _rng_state()}, tmp / "trainer.pt")
     (tmp / "trainer.json").write_text(json.dumps({"step": step, **extra}, indent=1))

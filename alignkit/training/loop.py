@@ -40,7 +40,7 @@ def lm_forward_loss(model: torch.nn.Module, batch: dict, normalizer: float) -> t
     return causal_lm_loss(logits, batch["labels"], normalizer=normalizer)
 
 
-def train_loop(*, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+def train_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                micro_batches: Callable[[int], list[dict]], evaluate: Callable[[], dict], cfg: Any,
                out_dir: Path, prefix: str, device: torch.device,
                loss_fn: Callable = lm_forward_loss, stop_after: int | None = None) -> LoopResult:
@@ -96,7 +96,7 @@ def train_loop(*, model: torch.nn.Module, tokenizer: Any, optimizer: torch.optim
             bar.update(task, completed=step,
                        info=f"loss {row[f'{prefix}/loss']:.3f}  {n_tok / dt:,.0f} tok/s")
             if step % cfg.save_every == 0 or step == cfg.max_steps:
-                save_state(state_dir, step, model=model, tokenizer=tokenizer, optimizer=optimizer,
+                save_state(state_dir, step, model=model, optimizer=optimizer,
                            scheduler=scheduler,
                            extra={"tokens_seen": tokens_seen,
                                   "train_seconds": seconds_before + time.perf_counter() - start})

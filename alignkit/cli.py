@@ -12,9 +12,12 @@ import sys
 from dataclasses import asdict
 
 from alignkit.config import (
+    ChatConfig,
+    EvalConfig,
     GenerateConfig,
     PretrainConfig,
     RunConfig,
+    SFTConfig,
     WorldConfig,
     describe,
     load_config,
@@ -33,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars would drown alignkit's own
     parser = _parser()
-    args = parser.parse_args(argv)
+    # key=value pairs may come before or after options such as --preset: collect the stray ones too
+    args, extra = parser.parse_known_args(argv)
+    for item in extra:
+        if item.startswith("-") or "=" not in item or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized argument: {item}")
+        args.overrides.append(item)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -56,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from alignkit import pipeline
 
     base: dict = {"preset": args.preset}
-    for stage in ("world", "tokenizer", "pretrain", "base_eval"):
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval"):
         path = preset_file(args.preset, stage)
         if path.is_file():
             base[stage] = read_yaml(path)
@@ -71,6 +79,34 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     base = read_yaml(preset_file(args.preset, "pretrain")) if args.preset else None
     cfg = load_config(PretrainConfig, config_file=args.config, overrides=args.overrides, base=base)
     pretrain.run(cfg)
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    from alignkit.stages import sft
+
+    base = read_yaml(preset_file(args.preset, "sft")) if args.preset else None
+    cfg = load_config(SFTConfig, config_file=args.config, overrides=args.overrides, base=base)
+    sft.run(cfg)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from alignkit.eval.harness import evaluate_dirs, format_table
+    from alignkit.world import build_world
+
+    cfg = load_config(EvalConfig, config_file=args.config, overrides=args.overrides)
+    world = build_world(**asdict(load_config(WorldConfig, config_file=args.world_config)))
+    summary = evaluate_dirs(args.model, world, cfg, reference_dir=args.reference, mode=cfg.mode)
+    print(format_table({"model": summary}, reference="reference"))
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from alignkit.models.load import load_model
+    from alignkit.serve.chat import chat_loop
+
+    cfg = load_config(ChatConfig, config_file=args.config, overrides=args.overrides)
+    model, tokenizer = load_model(args.model)
+    chat_loop(model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+              top_k=cfg.top_k, seed=cfg.seed, system=cfg.system or None)
 
 
 def cmd_world_export(args: argparse.Namespace) -> None:
@@ -117,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="<command>")
 
     p = _command(sub, "run", "run the whole recipe so far on the built-in world into runs/<name>/", RunConfig,
-                 "Stages: world → tokenizer → pretrain → base-model evaluation (zero-shot vs few-shot). "
+                 "Stages: world → tokenizer → pretrain → sft → eval (base zero-shot, base few-shot, SFT). "
                  "A stage whose config and inputs are unchanged is skipped; an interrupted one resumes.")
     p.add_argument("--preset", default="tiny", help="preset from alignkit/configs/ (smoke, tiny); default: tiny")
     p.set_defaults(func=cmd_run)
@@ -127,6 +163,25 @@ def _parser() -> argparse.ArgumentParser:
                  "(resume with resume=true).")
     p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/pretrain.yaml")
     p.set_defaults(func=cmd_pretrain)
+
+    p = _command(sub, "sft", "supervised fine-tuning: loss on the assistant's tokens only", SFTConfig,
+                 "Data: {messages} or {prompt, completion} records (JSONL, Parquet, datasets dir) or 'world'. "
+                 "Writes out/model, out/metrics.jsonl, out/summary.json, out/state (resume with resume=true).")
+    p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/sft.yaml")
+    p.set_defaults(func=cmd_sft)
+
+    p = _command(sub, "eval", "sample held-out world prompts and judge them with the oracle", EvalConfig,
+                 "Reports gold reward, category rates, and with --reference the win rate (95% CI) and "
+                 "KL(model || reference). Writes summary.json and samples.jsonl.")
+    p.add_argument("--model", required=True, help="Hugging Face causal-LM directory to evaluate")
+    p.add_argument("--reference", default=None, help="model dir to compare against (e.g. the SFT model)")
+    p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
+    p.set_defaults(func=cmd_eval)
+
+    p = _command(sub, "chat", "chat with a model in the terminal (/reset, /quit)", ChatConfig,
+                 "Multi-turn, with the model's chat template; replies stream as they are sampled.")
+    p.add_argument("--model", required=True, help="Hugging Face causal-LM directory")
+    p.set_defaults(func=cmd_chat)
 
     world = sub.add_parser("world", help="the built-in synthetic world", description="The built-in world.")
     wsub = world.add_subparsers(title="world commands", metavar="<world command>")

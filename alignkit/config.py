@@ -55,6 +55,9 @@ class WorldConfig:
     max_operand: int = param(20, "largest operand of arithmetic statements and questions", min=2)
     corpus_docs: int = param(6000, "number of pretraining documents", min=10)
     heldout_per_category: int = param(40, "held-out evaluation prompts per task category", min=1)
+    sft_rare_fraction: float = param(0.05, "fraction of the honest / harmless demonstrations (unknown, false "
+                                     "premise, harmful) kept in the SFT data; helpful ones are all kept",
+                                     min=0, max=1)
 
 
 @dataclass
@@ -102,15 +105,58 @@ class PretrainConfig:
 
 
 @dataclass
-class BaseEvalConfig:
-    """Zero-shot vs few-shot prompting of the base model, scored by the world's oracle."""
-    categories: list = param(["fact", "arithmetic"], "task categories to prompt")
-    n_prompts: int = param(80, "held-out prompts per mode (spread over the categories)", min=1)
-    shots: int = param(4, "in-context examples in the few-shot prompt", min=1)
-    max_new_tokens: int = param(32, "tokens sampled per answer", min=1)
-    temperature: float = param(0.0, "sampling temperature (0 = greedy)", min=0)
-    batch_size: int = param(32, "prompts per generation batch", min=1)
+class SFTConfig:
+    """Supervised fine-tuning: next-token loss on the assistant's tokens only."""
+    # inputs / outputs
+    model: str = param("", "HF causal-LM dir to fine-tune (e.g. runs/demo/pretrain/model)")
+    data: str = param("world", "'world' for the built-in demonstrations, or a JSONL/Parquet/datasets dir of "
+                      "{messages} or {prompt, completion} records")
+    out: str = param("runs/sft", "output dir: model/, state/, metrics.jsonl, summary.json")
+    # data
+    max_length: int = param(256, "tokens per example (longer ones are truncated at the end)", min=8)
+    pack: bool = param(False, "pack the examples of a micro-batch into as few rows as fit max_length "
+                       "(position ids restart per example, so examples do not attend to each other)")
+    heldout_fraction: float = param(0.05, "fraction of examples held out for validation loss", gt=0, max=0.5)
+    # optimisation
+    batch_size: int = param(16, "examples per micro-batch", min=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
+    epochs: float = param(3.0, "passes over the data (used when max_steps = 0)", gt=0)
+    max_steps: int = param(0, "optimizer steps (0 = from epochs)", min=0)
+    lr: float = param(1e-3, "peak learning rate (AdamW)", gt=0)
+    min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
+    warmup_steps: int = param(10, "linear warm-up steps", min=0)
+    weight_decay: float = param(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)
+    grad_clip: float = param(1.0, "max global gradient norm (0 = off)", min=0)
+    # bookkeeping
+    eval_every: int = param(50, "steps between validation-loss evaluations", min=1)
+    eval_batches: int = param(4, "validation micro-batches per evaluation", min=1)
+    save_every: int = param(100, "steps between resumable checkpoints", min=1)
+    seed: int = param(0, "seed for data order and dropout", min=0)
+    resume: bool = param(False, "continue from the last checkpoint in out/state")
+    overwrite: bool = param(False, "replace a finished or partial run already in `out`")
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = param("float32", "training dtype (bfloat16 = autocast on GPU)", choices=("float32", "bfloat16"))
+    threads: int = param(0, "torch CPU threads (0 = leave as is)", min=0)
+    progress: bool = param(True, "show a progress bar")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out world prompts, sampled and judged by the oracle (``alignkit eval``)."""
+    categories: list = param([], "task categories to evaluate (empty = all)")
+    n_per_category: int = param(40, "held-out prompts per category (at most the world's heldout_per_category)",
+                                min=1)
+    max_new_tokens: int = param(48, "tokens sampled per response", min=1)
+    temperature: float = param(0.7, "sampling temperature; KL is estimated at the same temperature", gt=0)
+    top_p: float = param(1.0, "nucleus sampling (keep 1.0: the KL estimate assumes the full softmax)", gt=0, max=1)
+    batch_size: int = param(64, "prompts per generation batch", min=1)
     seed: int = param(0, "sampling seed", min=0)
+    shots: int = param(4, "in-context examples for the base model's few-shot mode", min=1)
+    tie_margin: float = param(0.01, "gold-score difference under which two responses tie (win rate)", min=0)
+    mode: str = param("chat", "how the model is prompted: chat template, or a base model's zero_shot / few_shot",
+                      choices=("chat", "zero_shot", "few_shot"))
+    out: str = param("", "where summary.json and samples.jsonl go (default: <model dir>/../eval)")
+    progress: bool = param(True, "show a progress bar")
 
 
 @dataclass
@@ -126,15 +172,27 @@ class GenerateConfig:
 
 
 @dataclass
+class ChatConfig:
+    """A terminal chat with a model dir (``alignkit chat``)."""
+    max_new_tokens: int = param(128, "tokens per reply at most", min=1)
+    temperature: float = param(0.7, "sampling temperature (0 = greedy)", min=0)
+    top_p: float = param(1.0, "nucleus sampling", gt=0, max=1)
+    top_k: int = param(0, "keep only the k most likely tokens (0 = off)", min=0)
+    seed: int = param(0, "sampling seed", min=0)
+    system: str = param("", "a system message opening the conversation (empty = none)")
+
+
+@dataclass
 class RunConfig:
-    """The recipe so far: world → tokenizer → pretrain → base-model evaluation."""
+    """The recipe so far: world → tokenizer → pretrain → SFT → evaluation."""
     name: str = param("demo", "run name: everything goes to <runs_dir>/<name>/")
     runs_dir: str = param("runs", "parent folder of runs")
     preset: str = param("tiny", "preset the run was built from (set by --preset)")
     world: WorldConfig = section(WorldConfig, "the built-in world")
     tokenizer: TokenizerConfig = section(TokenizerConfig, "tokenizer training")
     pretrain: PretrainConfig = section(PretrainConfig, "pretraining")
-    base_eval: BaseEvalConfig = section(BaseEvalConfig, "zero-/few-shot evaluation of the base model")
+    sft: SFTConfig = section(SFTConfig, "supervised fine-tuning (model and data are set by the run)")
+    eval: EvalConfig = section(EvalConfig, "evaluation of base (zero-/few-shot) and SFT on held-out prompts")
 
 
 # ----------------------------------------------------------------------------------------------------

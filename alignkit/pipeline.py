@@ -1,4 +1,4 @@
-"""The recipe, as a short list of stage calls: world → tokenizer → pretrain → base-model evaluation.
+"""The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation.
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
 of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
@@ -56,16 +56,25 @@ def run(cfg: RunConfig) -> dict:
                                    lambda d, resume: pretrain.run(replace(pcfg, resume=resume, overwrite=not resume)),
                                    resumable=True)
 
-    # 4. the base model, zero-shot vs few-shot
-    fp_eval = fingerprint(to_dict(cfg.base_eval), fp_pre)
-    stages["base_eval"] = run_stage(run_dir / "base_eval", fp_eval, lambda d: _evaluate_base(cfg, world, run_dir, d))
+    # 4. supervised fine-tuning on the world's demonstrations
+    from alignkit.stages import sft
+    scfg = replace(cfg.sft, model=str(run_dir / "pretrain" / "model"), data=str(run_dir / "world" / "sft.jsonl"),
+                   out=str(run_dir / "sft"))
+    fp_sft = fingerprint(_identity(scfg), fp_pre, fp_world)
+    stages["sft"] = run_stage(run_dir / "sft", fp_sft,
+                              lambda d, resume: sft.run(replace(scfg, resume=resume, overwrite=not resume)),
+                              resumable=True)
+
+    # 5. evaluation: base zero-shot and few-shot, SFT; win rates and KL against SFT
+    fp_eval = fingerprint(to_dict(cfg.eval), fp_sft, fp_world)
+    evals = run_stage(run_dir / "eval", fp_eval, lambda d: _evaluate(cfg, world, run_dir, d))
 
     summary = {
         "preset": cfg.preset,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine(),
-        "stages": {k: v for k, v in stages.items() if k != "base_eval"},
-        "models": {k: stages["base_eval"][k] for k in ("base_zero_shot", "base_few_shot")},
+        "stages": stages,
+        "models": {k: evals[k] for k in MODEL_ORDER if k in evals},
     }
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
@@ -130,41 +139,46 @@ def _train_tokenizer(cfg: RunConfig, stage_dir: Path) -> dict:
     return {"vocab_size": len(tokenizer), "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _evaluate_base(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
-    from alignkit.eval.base import evaluate_base
+def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
+    """Every model on the same held-out prompts; ``stage_dir/<model>/`` gets its summary and samples."""
+    from alignkit.eval import harness
     from alignkit.models.load import load_model
 
-    t0 = time.perf_counter()
-    model, tokenizer = load_model(run_dir / "pretrain" / "model")
-    results = evaluate_base(model, tokenizer, world, cfg.base_eval, progress=cfg.pretrain.progress)
-    dump_yaml(cfg.base_eval, stage_dir / "config.yaml")
-    return {**results, "seconds": round(time.perf_counter() - t0, 2)}
+    ecfg = cfg.eval
+    tasks = harness.eval_tasks(world, ecfg)
+    base, base_tok = load_model(run_dir / "pretrain" / "model")
+    policy, tok = load_model(run_dir / "sft" / "model")
+    runs = {"base_zero_shot": harness.run_model("base_zero_shot", base, base_tok, world, tasks, "zero_shot", ecfg),
+            "base_few_shot": harness.run_model("base_few_shot", base, base_tok, world, tasks, "few_shot", ecfg),
+            "sft": harness.run_model("sft", policy, tok, world, tasks, "chat", ecfg)}
+    out = {}
+    for name, r in runs.items():
+        refs = {"sft": runs["sft"]} | ({"base_zero_shot": runs["base_zero_shot"]} if name == "sft" else {})
+        summary = harness.summarise(r, ecfg, references=refs)
+        # KL to SFT is defined for chat-mode policies; a base model prompted differently has none.
+        summary["kl_to_sft"] = 0.0 if name == "sft" else None
+        harness.write_run(r, summary, stage_dir / name)
+        out[name] = summary
+    dump_yaml(ecfg, stage_dir / "config.yaml")
+    return out
+
+
+MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo")
 
 
 def print_table(summary: dict) -> None:
-    """The short end-of-run table: perplexity, and the base model zero-shot vs few-shot."""
-    from rich.console import Console
-    from rich.table import Table
+    """The end-of-run tables: pretraining, the model comparison, and a few side-by-side answers."""
+    from alignkit.eval.harness import format_table
 
-    pre = summary["stages"]["pretrain"]
+    pre, sft_s = summary["stages"]["pretrain"], summary["stages"]["sft"]
+    print(f"\npretrain: {pre['params']:,} parameters, {pre['tokens_seen']:,} tokens in {pre['train_seconds']:.0f} s; "
+          f"held-out perplexity {pre['heldout_ppl']:.2f} (uniform: vocab {pre['vocab_size']})")
+    print(f"sft: {sft_s['train_examples']} demonstrations, {sft_s['steps']} steps in {sft_s['train_seconds']:.0f} s; "
+          f"validation loss {sft_s['val_loss']:.3f}\n")
     models = summary["models"]
-    table = Table(title="alignkit run — the recipe so far")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("held-out perplexity", f"{pre['heldout_ppl']:.2f}  (uniform = vocab = {pre['vocab_size']})")
-    table.add_row("pretraining", f"{pre['params']:,} params, {pre['tokens_seen']:,} tokens, {pre['train_seconds']:.0f} s")
-    for mode in ("base_zero_shot", "base_few_shot"):
-        m = models[mode]
-        cats = ", ".join(f"{c} {v['gold_reward']:+.2f}" for c, v in m["per_category"].items())
-        table.add_row(f"{mode} gold reward", f"{m['gold_reward']:+.3f}  ({cats}; helpful {m['rates']['helpful']:.0%})")
-    table.add_row("wall time", f"{summary['wall_seconds']:.0f} s")
-    console = Console()
-    console.print(table)
-    examples = Table(title="the base model on held-out prompts (zero-shot vs few-shot)", show_lines=True)
-    for col in ("prompt", "zero-shot", "few-shot"):
-        examples.add_column(col, overflow="fold")
-    zs, fs = models["base_zero_shot"]["examples"], models["base_few_shot"]["examples"]
-    for z, f in list(zip(zs, fs))[:4]:
-        examples.add_row(z["prompt"], f"{z['response'][:120]!r} ({z['gold']:+.2f})",
-                         f"{f['response'][:120]!r} ({f['gold']:+.2f})")
-    console.print(examples)
+    print(format_table(models))
+    if "sft" in models and "win_rate_vs_base_zero_shot" in models["sft"]:
+        m = models["sft"]
+        lo, hi = m["win_rate_vs_base_zero_shot_ci"]
+        print(f"\nsft vs base zero-shot: win rate {m['win_rate_vs_base_zero_shot']:.2f} [{lo:.2f}, {hi:.2f}]")
+    print(f"wall time {summary['wall_seconds']:.0f} s — details in runs/<name>/summary.json and eval/<model>/")

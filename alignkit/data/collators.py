@@ -39,3 +39,55 @@ def pack_documents(docs: list[list[int]], *, block_size: int, eos_id: int) -> di
     labels = ids.clone()
     labels[doc_start] = IGNORE_INDEX
     return {"input_ids": ids, "position_ids": arange - last_start, "labels": labels}
+
+
+def pad_examples(examples: list[dict], *, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad tokenised examples (``input_ids``, ``labels`` lists) to the longest one.
+
+    Returns ``input_ids`` (B, T), ``attention_mask`` (B, T) and ``labels`` (B, T) with ``IGNORE_INDEX``
+    on padding.
+    """
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, :n] = torch.tensor(e["input_ids"])
+        labels[row, :n] = torch.tensor(e["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def pack_examples(examples: list[dict], *, max_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pack tokenised examples into as few rows of ``max_length`` as they fit (first fit, never split).
+
+    No attention mask is returned: ``position_ids`` restart at 0 for every example (and for the padding
+    at the end of a row), which transformers turns into a block-diagonal causal mask, so an example
+    never attends to another. Labels stay as each example had them (assistant-only).
+    Returns ``input_ids``, ``position_ids``, ``labels``: each (R, max_length).
+    """
+    rows: list[list[dict]] = []
+    room: list[int] = []
+    for e in examples:
+        n = len(e["input_ids"])
+        slot = next((i for i, r in enumerate(room) if r >= n), None)
+        if slot is None:
+            rows.append([])
+            room.append(max_length)
+            slot = len(rows) - 1
+        rows[slot].append(e)
+        room[slot] -= n
+    ids = torch.full((len(rows), max_length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), max_length), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(rows), max_length), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e["input_ids"])
+            ids[r, at:at + n] = torch.tensor(e["input_ids"])
+            labels[r, at:at + n] = torch.tensor(e["labels"])
+            positions[r, at:at + n] = torch.arange(n)
+            at += n
+        positions[r, at:] = torch.arange(max_length - at)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}

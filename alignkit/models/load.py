@@ -35,7 +35,7 @@ from alignkit.models.tokenizer import (
 # parameters as llama/qwen2), `small` wants a GPU. A dict passed to build_config overrides `tiny` key by key.
 SIZES: dict[str, dict[str, int]] = {
     "smoke": dict(
-        hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64, max_positions=256
+        hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64, max_positions=512
     ),
     "tiny": dict(
         hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=384, max_positions=512

@@ -40,17 +40,17 @@ def sample(
     text is cut before it), or after `max_new_tokens`. The same seed gives the same samples. Prompts are
     left-padded here (the tokenizer's padding_side is not touched); the model's train/eval mode is restored.
     """
-    _validate(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings)
+    validate_sampling(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings)
     if tokenizer.pad_token_id is None:
         raise AlignkitError(
             "the tokenizer has no pad token; load the model with alignkit.models.load.load_model"
         )
     pad_id = int(tokenizer.pad_token_id)
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = stop_token_ids(model, tokenizer)
     stops = list(stop_strings or [])
     prompt_tokens = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     _check_lengths(model, prompt_tokens, max_new_tokens)
-    gen_config = _generation_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_id)
+    gen_config = sampling_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_id)
 
     device = next(model.parameters()).device
     was_training = model.training
@@ -62,7 +62,7 @@ def sample(
         starts = track(starts, description="sampling", total=len(starts))
     try:
         model.eval()
-        with torch.no_grad(), _seeded(seed, device):
+        with torch.no_grad(), seeded(seed, device):
             for start in starts:
                 # left padding: a decoder-only model continues every row from the same right edge
                 input_ids, attention_mask = _pad(prompt_tokens[start : start + batch_size], pad_id, left=True)
@@ -94,7 +94,7 @@ def sample(
     )
 
 
-def _validate(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings) -> None:
+def validate_sampling(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings) -> None:
     if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
         raise AlignkitError("prompts must be a list of strings (rendered prompt texts)")
     if any(p == "" for p in prompts):
@@ -115,7 +115,7 @@ def _validate(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, st
         raise AlignkitError("stop_strings must be a list of non-empty strings")
 
 
-def _generation_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_id) -> GenerationConfig:
+def sampling_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_id) -> GenerationConfig:
     # generate() fills every field left None from the model's generation_config.json, so each setting that
     # changes the logits is given a neutral value here.
     neutral = dict(
@@ -143,7 +143,7 @@ def _generation_config(max_new_tokens, temperature, top_p, top_k, eos_ids, pad_i
     )
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def stop_token_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
@@ -166,7 +166,7 @@ def _check_lengths(model, prompt_tokens: list[list[int]], max_new_tokens: int) -
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch for this call only; the caller's RNG state is restored on exit."""
     devices = []
     if device.type == "cuda":

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -32,6 +30,8 @@ from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atom
 from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.order import EpochOrder
+from alignkit.training.setup import prepare_out_dir, resolve_device
 
 
 def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
@@ -40,7 +40,7 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     docs = load_documents(cfg.data)  # bad data fails here, before anything is written
-    _check_out_dir(out, cfg)
+    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -56,7 +56,7 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                                 min_lr_ratio=cfg.min_lr_ratio)
-    order = _BlockOrder(len(train_blocks["input_ids"]), seed=cfg.seed)
+    order = EpochOrder(len(train_blocks["input_ids"]), seed=cfg.seed)
 
     def micro_batches(step: int) -> list[dict]:
         first = step * cfg.batch_size * cfg.grad_accum
@@ -127,14 +127,6 @@ def load_documents(data: str) -> list[str]:
     return docs
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AlignkitError("device=cuda but no CUDA device is available (use device=cpu or auto)")
-    return torch.device(name)
-
-
 def _model_and_tokenizer(cfg: PretrainConfig, docs: list[str], out: Path, device: torch.device):
     from alignkit.models.load import build_config, load_model, new_model
     from alignkit.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
@@ -170,32 +162,5 @@ def _tokenize_and_pack(docs: list[str], tokenizer, cfg: PretrainConfig) -> tuple
     return train, held
 
 
-class _BlockOrder:
-    """An endless stream of block indices: a fresh seeded permutation per epoch."""
-
-    def __init__(self, n: int, *, seed: int):
-        self.n, self.seed = n, seed
-
-    @lru_cache(maxsize=4)  # noqa: B019 - a handful of epochs, lives as long as the stage
-    def _perm(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-
-    def indices(self, first: int, count: int) -> torch.Tensor:
-        pos = torch.arange(first, first + count)
-        epochs, offsets = pos // self.n, pos % self.n
-        return torch.stack([self._perm(int(e))[int(o)] for e, o in zip(epochs, offsets)])
-
-
 def _take(blocks: dict, idx: torch.Tensor) -> dict:
     return {k: v[idx] for k, v in blocks.items()}
-
-
-def _check_out_dir(out: Path, cfg: PretrainConfig) -> None:
-    """Never overwrite a run by accident: an existing run needs resume=true or overwrite=true."""
-    existing = [p for p in ("summary.json", "state", "model") if (out / p).exists()]
-    if existing and not cfg.resume:
-        if not cfg.overwrite:
-            raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); "
-                                "pass resume=true to continue it, overwrite=true to replace it, or another out=")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)

@@ -28,21 +28,25 @@ from alignkit.world.oracle import Judgement, Labeller, Oracle
 from alignkit.world.tasks import CATEGORIES, SPLITS, Task, arithmetic_problems, arithmetic_qa, build_tasks
 from alignkit.world.variants import variants as _variants
 
-__all__ = ["CATEGORIES", "RATE_GROUPS", "FEW_SHOT_DEFAULT", "Judgement", "Labeller", "Oracle", "Task",
+__all__ = ["CATEGORIES", "RATE_GROUPS", "FEW_SHOT_DEFAULT", "RARE_IN_SFT", "Judgement", "Labeller", "Oracle", "Task",
            "World", "build_world"]
 
 RATE_GROUPS = {"helpful": ("fact", "arithmetic", "sentiment"), "honest": ("unknown", "false_premise"),
                "harmless": ("harmful",), "over_refusal": ("benign",)}
 # exemplar categories of a few-shot prompt whose question is not a task of the world
 FEW_SHOT_DEFAULT = ("fact", "arithmetic", "sentiment")
+# behaviours that demonstrations rarely show (see World.sft_tasks)
+RARE_IN_SFT = ("unknown", "false_premise", "harmful")
 
 
 class World:
     """Knowledge base, tasks, oracle and corpus of one seed. Build with :func:`build_world`."""
 
-    def __init__(self, kb: KnowledgeBase, tasks: list[Task], *, seed: int, max_operand: int, corpus_docs: int):
+    def __init__(self, kb: KnowledgeBase, tasks: list[Task], *, seed: int, max_operand: int, corpus_docs: int,
+                 sft_rare_fraction: float = 0.05):
         self.kb = kb
         self.seed, self.max_operand, self.corpus_docs = seed, max_operand, corpus_docs
+        self.sft_rare_fraction = sft_rare_fraction
         self._tasks = tasks
         self.oracle = Oracle(kb, tasks)
 
@@ -56,6 +60,22 @@ class World:
         if unknown:
             raise ValueError(f"unknown categories {sorted(unknown)}; allowed: {', '.join(CATEGORIES)}")
         return [t for t in self._tasks if t.split == split and (categories is None or t.category in categories)]
+
+    def sft_tasks(self) -> list[Task]:
+        """The train tasks whose ideal answers become SFT demonstrations.
+
+        Like human demonstration data, they cover helpful answers well (facts, arithmetic, sentiment,
+        stories, benign requests: all kept) but show "I don't know", premise corrections and refusals
+        of harmful requests only rarely: a seeded ``sft_rare_fraction`` of those is kept. SFT then
+        answers confidently — and also about entities it has never heard of, and to harmful requests
+        that look like the benign ones it was taught to help with. Preference learning closes that gap.
+        """
+        rng = random.Random(f"alignkit-world:{self.seed}:sft")
+        keep = []
+        for t in self.tasks("train"):
+            if t.category not in RARE_IN_SFT or rng.random() < self.sft_rare_fraction:
+                keep.append(t)
+        return keep
 
     def pretraining_documents(self) -> list[str]:
         """The pretraining corpus (built on first use, then cached; the same for the same seed)."""
@@ -109,8 +129,10 @@ class World:
 
 
 def build_world(seed: int = 0, n_people: int = 24, n_places: int = 10, n_animals: int = 10, n_objects: int = 10,
-                max_operand: int = 20, corpus_docs: int = 6000, heldout_per_category: int = 40) -> World:
+                max_operand: int = 20, corpus_docs: int = 6000, heldout_per_category: int = 40,
+                sft_rare_fraction: float = 0.05) -> World:
     """The world of ``seed``; keyword arguments are exactly the fields of ``alignkit.config.WorldConfig``."""
     kb = build_kb(seed, n_people=n_people, n_places=n_places, n_animals=n_animals, n_objects=n_objects)
     tasks = build_tasks(kb, seed=seed, max_operand=max_operand, heldout_per_category=heldout_per_category)
-    return World(kb, tasks, seed=seed, max_operand=max_operand, corpus_docs=corpus_docs)
+    return World(kb, tasks, seed=seed, max_operand=max_operand, corpus_docs=corpus_docs,
+                 sft_rare_fraction=sft_rare_fraction)

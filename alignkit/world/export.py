@@ -2,7 +2,8 @@
 
 =====================  ==============================================================================
 pretrain.jsonl         ``{"text"}`` — the pretraining corpus
-sft.jsonl              ``{"messages": [user, assistant], "category"}`` — train-split ideal answers
+sft.jsonl              ``{"messages": [user, assistant], "category"}`` — demonstrations: train-split ideal
+                       answers, honest/harmless ones kept only at ``sft_rare_fraction`` (World.sft_tasks)
 prompts.jsonl          ``{"prompt", "category", "ideal", "answer"?}`` — train split (PPO / GRPO)
 eval_prompts.jsonl     the same for the held-out split (evaluation)
 pairs.jsonl            ``{"prompt", "chosen", "rejected", "category"}`` — one labelled pair per train task
@@ -61,7 +62,7 @@ def export_world(world: World, out_dir: str | Path, *, labeller: Labeller | None
         "pretrain": ("pretrain.jsonl", ({"text": d} for d in world.pretraining_documents())),
         "sft": ("sft.jsonl", ({"messages": [{"role": "user", "content": t.prompt},
                                             {"role": "assistant", "content": t.ideal}],
-                               "category": t.category} for t in train)),
+                               "category": t.category} for t in world.sft_tasks())),
         "prompts": ("prompts.jsonl", (_prompt_record(t) for t in train)),
         "eval_prompts": ("eval_prompts.jsonl", (_prompt_record(t) for t in world.tasks("heldout"))),
         "pairs": ("pairs.jsonl", pairs),

@@ -5,10 +5,14 @@ import json
 import pytest
 
 from alignkit.cli import main
+from alignkit.config import PRESETS_DIR as PRESETS
 from alignkit.data.sources import load_records
 
 PRETRAIN_KEYS = {"heldout_loss", "heldout_ppl", "vocab_size", "tokens_seen", "params", "train_seconds"}
-EVAL_KEYS = {"gold_reward", "rates", "per_category", "mean_length", "n_prompts"}
+EVAL_KEYS = {"win_rate_vs_sft", "win_rate_ci", "gold_reward", "rates", "per_category", "kl_to_sft",
+             "mean_length", "n_prompts"}
+RATE_KEYS = {"helpful", "honest", "harmless", "over_refusal", "proper_ending"}
+SFT_KEYS = {"val_loss", "train_examples", "steps", "train_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +26,25 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
     for path in ["summary.json", "config.yaml", "world/pretrain.jsonl", "tokenizer/tokenizer.json",
                  "pretrain/model/config.json", "pretrain/model/model.safetensors", "pretrain/model/tokenizer.json",
                  "pretrain/metrics.jsonl", "pretrain/summary.json", "pretrain/config.yaml", "pretrain/state/latest",
-                 "base_eval/summary.json"]:
+                 "sft/model/model.safetensors", "sft/summary.json", "sft/metrics.jsonl", "eval/summary.json",
+                 "eval/sft/summary.json", "eval/sft/samples.jsonl", "eval/base_zero_shot/samples.jsonl",
+                 "eval/base_few_shot/summary.json"]:
         assert (smoke_run / path).exists(), path
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
     assert summary["preset"] == "smoke"
     assert PRETRAIN_KEYS <= summary["stages"]["pretrain"].keys()
     assert PRETRAIN_KEYS <= json.loads((smoke_run / "pretrain" / "summary.json").read_text()).keys()
-    for mode in ("base_zero_shot", "base_few_shot"):
-        assert EVAL_KEYS <= summary["models"][mode].keys()
-        assert -1.0 <= summary["models"][mode]["gold_reward"] <= 1.0
+    assert SFT_KEYS <= summary["stages"]["sft"].keys()
+    for name in ("base_zero_shot", "base_few_shot", "sft"):
+        model = summary["models"][name]
+        assert EVAL_KEYS <= model.keys(), name
+        assert -1.0 <= model["gold_reward"] <= 1.0
+        assert RATE_KEYS == model["rates"].keys()
+        lo, hi = model["win_rate_ci"]
+        assert 0 <= lo <= model["win_rate_vs_sft"] <= hi <= 1
+    assert summary["models"]["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
+    assert summary["models"]["sft"]["kl_to_sft"] == 0.0
 
 
 def test_second_run_skips_unchanged_stages(smoke_run, capsys):
@@ -39,7 +52,7 @@ def test_second_run_skips_unchanged_stages(smoke_run, capsys):
     before = (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capsys.readouterr().err
-    for stage in ("world", "tokenizer", "pretrain", "base_eval"):
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 
@@ -99,3 +112,24 @@ def test_interrupted_pretraining_resumes_in_the_pipeline(tmp_path, capsys):
     assert "world: unchanged, skipped" in err
     steps = [json.loads(line)["step"] for line in open(pre / "metrics.jsonl")]
     assert steps == list(range(1, 7))
+
+
+def test_chat_command_reads_stdin(smoke_run, capsys, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("Where does Mira live?\n/reset\n/quit\n"))
+    assert main(["chat", "--model", str(smoke_run / "sft" / "model"), "max_new_tokens=4", "seed=1"]) == 0
+    assert capsys.readouterr().out  # a reply was streamed
+
+
+def test_eval_command_with_reference(smoke_run, tmp_path, capsys):
+    model = smoke_run / "sft" / "model"
+    out = tmp_path / "ev"
+    args = ["eval", "--model", str(model), "--reference", str(smoke_run / "pretrain" / "model"),
+            "--world-config", str(PRESETS / "smoke" / "world.yaml"), f"out={out}", "n_per_category=1",
+            "max_new_tokens=4", "progress=false"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"win_rate_vs_reference", "win_rate_vs_reference_ci", "kl_to_reference", "kl_to_reference_k3"} <= summary.keys()
+    assert summary["kl_to_reference"] == summary["kl_to_reference"]  # finite
+    assert len((out / "samples.jsonl").read_text().splitlines()) == summary["n_prompts"] == 8
+    assert "win vs reference" in capsys.readouterr().out

@@ -1,0 +1,93 @@
+"""Conversations → token ids with an assistant-only loss mask, for any Jinja chat template.
+
+SFT trains on what the assistant says, each assistant turn's content plus the token that ends the turn
+(`<|end|>`, ChatML's `<|im_end|>`, Llama-3's `<|eot_id|>`), so the model learns to stop. System and user
+text, role headers and the whitespace a template writes after the end token are context only.
+
+Rather than parse each template family, the template itself says where the assistant turns are:
+
+    full   = render(messages)
+    start  = len(render(messages[:i], add_generation_prompt=True))   # where turn i's own text begins
+    end    = len(render(messages[:i + 1]).rstrip())                  # where it ends, end token included
+
+That holds only if rendering a prefix of the conversation gives a prefix of `full`; templates that rewrite
+earlier turns (e.g. Qwen3 dropping past reasoning) break it, and are refused rather than mis-masked. The
+full text is tokenized once, and a token is trained when its characters overlap a span.
+
+The text is tokenized with `add_special_tokens=False`: templates that want a BOS (Llama-3's
+`<|begin_of_text|>`) write it themselves, and the tokenizer must not add a second one.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from alignkit.errors import AlignkitError
+from alignkit.losses.lm import IGNORE_INDEX
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, max_length: int | None = None
+) -> dict[str, list[int]]:
+    """A conversation → {"input_ids", "labels"}: labels are the ids on assistant tokens, IGNORE_INDEX elsewhere.
+
+    Every assistant turn is trained (content + end-of-turn token). `max_length` keeps the first
+    `max_length` tokens (the end is cut), so a long conversation loses its later turns and its last kept
+    assistant turn may be cut mid-way (without its end token). Callers drop examples left with no labels.
+    """
+    full = _render(tokenizer, messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        head = _render(tokenizer, messages[:i], generation_prompt=True)
+        upto = _render(tokenizer, messages[: i + 1])
+        checks = ((head, f"the first {i} messages + generation prompt"), (upto, f"the first {i + 1} messages"))
+        for prefix, what in checks:
+            if not full.startswith(prefix):
+                raise AlignkitError(
+                    f"chat template of {_name(tokenizer)} is not prefix-stable: rendering {what} is not a "
+                    "prefix of rendering the whole conversation (it rewrites earlier turns), so assistant "
+                    "tokens cannot be located; use a template that renders each turn the same way every time"
+                )
+        spans.append((len(head), len(upto.rstrip())))
+
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    # Overlap, not containment: a token straddling the span's start (" Hello" after a header "ASSISTANT: ")
+    # is one the model must produce. Zero-width offsets count as one character.
+    labels = [
+        token if any(s < b and max(e, s + 1) > a for a, b in spans) else IGNORE_INDEX
+        for token, (s, e) in zip(input_ids, offsets, strict=True)
+    ]
+    if max_length is not None:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": list(input_ids), "labels": labels}
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> str:
+    """The conversation so far + the template's generation prompt: the text to sample the next reply from."""
+    return _render(tokenizer, messages, generation_prompt=True)
+
+
+def trained_text(tokenizer: PreTrainedTokenizerBase, example: dict[str, list[int]]) -> str:
+    """Decode of the tokens `render_chat` trains on, special tokens kept (for tests and debugging)."""
+    trained = [label for label in example["labels"] if label != IGNORE_INDEX]
+    return tokenizer.decode(trained, skip_special_tokens=False)
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, generation_prompt: bool = False) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise AlignkitError(
+            f"tokenizer {_name(tokenizer)} has no chat template; load it with alignkit.models.load.load_model"
+        )
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as e:  # jinja raises its own errors (and templates raise_exception on bad role orders)
+        raise AlignkitError(
+            f"chat template of {_name(tokenizer)} failed on {len(messages)} messages: {' '.join(str(e).split())[:200]}"
+        ) from e
+
+
+def _name(tokenizer: PreTrainedTokenizerBase) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__

@@ -1,0 +1,1 @@
+"""Talking to a trained model: `chat.chat_loop` behind `alignkit chat`."""

@@ -1,0 +1,145 @@
+"""Supervised fine-tuning (instruction tuning): the base model learns to answer as the assistant.
+
+    L(θ) = -(1/N) Σ_(x,y) Σ_t log π_θ(y_t | x, y_<t)      (N = assistant tokens of the optimizer step)
+
+Each conversation is rendered with the tokenizer's chat template (our documented default for
+tokenizers without one) and only assistant tokens are targets: system and user turns and the role
+headers are masked, the end-of-turn token closing each assistant turn is trained (so the model learns
+to stop), and every assistant turn of a multi-turn conversation is trained (InstructGPT §3.5,
+arXiv 2203.02155; masking as in ``alignkit/data/templates.py``). Same engine as pretraining:
+gradient accumulation normalised by the step's assistant-token count, warm-up + cosine, metrics.jsonl,
+atomic checkpoints, exact resume. ``pack=true`` packs the examples of a micro-batch into as few rows
+as fit, with position ids restarting per example (no attention across examples).
+
+Deliberate simplifications: the tokenised dataset is held in memory; examples longer than
+``max_length`` are truncated at the end.
+
+    alignkit sft model=runs/demo/pretrain/model out=runs/mine/sft
+    alignkit sft model=my-hf-model data=chats.jsonl out=runs/mine/sft epochs=2 pack=true
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from alignkit.config import SFTConfig, dump_yaml
+from alignkit.data.collators import pack_examples, pad_examples
+from alignkit.data.formats import to_messages
+from alignkit.data.templates import render_chat
+from alignkit.errors import AlignkitError
+from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.training.logging import info
+from alignkit.training.loop import lm_forward_loss, train_loop
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.order import EpochOrder
+from alignkit.training.setup import prepare_out_dir, resolve_device
+
+
+def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
+    """Fine-tune ``cfg.model`` on ``cfg.data``; returns (and writes) the stage summary."""
+    from alignkit.models.load import load_model
+
+    if not cfg.model:
+        raise AlignkitError("sft needs model=DIR (a Hugging Face causal-LM directory, e.g. runs/demo/pretrain/model)")
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    records = load_conversations(cfg.data)  # bad data fails here, before anything is written
+    model, tokenizer = load_model(cfg.model, device=str(device))
+    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    # 1. data: conversations → chat template → ids + assistant-only labels; train / validation split
+    examples = [render_chat(tokenizer, to_messages(r), max_length=cfg.max_length) for r in records]
+    examples = [e for e in examples if any(label >= 0 for label in e["labels"])]
+    if len(examples) < 2:
+        raise AlignkitError(f"{cfg.data}: fewer than 2 examples with assistant tokens within max_length")
+    order = list(range(len(examples)))
+    random.Random(cfg.seed).shuffle(order)
+    n_val = max(1, round(len(examples) * cfg.heldout_fraction))
+    val = [examples[i] for i in order[:n_val]]
+    train = [examples[i] for i in order[n_val:]]
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / per_step))
+    cfg = replace(cfg, max_steps=steps)
+    n_targets = sum(sum(label >= 0 for label in e["labels"]) for e in train)
+    info(f"sft: {len(train)} train / {len(val)} validation examples, {n_targets:,} assistant tokens; {steps} steps")
+    dump_yaml(cfg, out / "config.yaml")
+
+    # 2. optimisation on the shared loop
+    pad_id = tokenizer.pad_token_id
+    collate = ((lambda b: pack_examples(b, max_length=cfg.max_length, pad_id=pad_id)) if cfg.pack
+               else (lambda b: pad_examples(b, pad_id=pad_id)))
+    stream = EpochOrder(len(train), seed=cfg.seed)
+
+    def micro_batches(step: int) -> list[dict]:
+        first = step * per_step
+        return [collate([train[int(i)] for i in stream.indices(first + k * cfg.batch_size, cfg.batch_size)])
+                for k in range(cfg.grad_accum)]
+
+    def evaluate() -> dict:
+        loss = validation_loss(model, val, collate, batch_size=cfg.batch_size, max_batches=cfg.eval_batches,
+                               device=device)
+        return {"sft/val_loss": loss}
+
+    model.config.use_cache = False
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, warmup_steps=cfg.warmup_steps, max_steps=steps,
+                                min_lr_ratio=cfg.min_lr_ratio)
+    result = train_loop(model=model, optimizer=optimizer, scheduler=scheduler, micro_batches=micro_batches,
+                        evaluate=evaluate, cfg=cfg, out_dir=out, prefix="sft", device=device,
+                        loss_fn=lm_forward_loss, stop_after=stop_after)
+    if result.stopped_early:
+        return {}
+
+    # 3. artifacts
+    model.config.use_cache = True
+    save_pretrained_atomic(model, tokenizer, out / "model")
+    final = result.last_eval or evaluate()
+    summary = {
+        "val_loss": final["sft/val_loss"],
+        "train_examples": len(train),
+        "assistant_tokens": n_targets,
+        "epochs": round(result.step * per_step / len(train), 2),
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "train_seconds": round(result.train_seconds, 2),
+        "device": str(device),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    info(f"sft: validation loss {summary['val_loss']:.3f} after {steps} steps in {summary['train_seconds']:.0f}s")
+    return summary
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, examples: list[dict], collate, *, batch_size: int, max_batches: int,
+                    device: torch.device) -> float:
+    """Mean NLL per assistant token over the first ``max_batches`` validation micro-batches."""
+    model.eval()
+    nll, count = 0.0, 0
+    for start in range(0, min(len(examples), batch_size * max_batches), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
+        _, m = lm_forward_loss(model, batch, normalizer=1.0)
+        nll += float(m["nll_sum"])
+        count += int(m["n_tokens"])
+    return nll / max(1, count)
+
+
+def load_conversations(data: str) -> list[dict]:
+    """``world`` → the built-in world's demonstrations (default world config); else chat records."""
+    if data == "world":
+        from dataclasses import asdict
+
+        from alignkit.config import WorldConfig
+        from alignkit.world import build_world
+        world = build_world(**asdict(WorldConfig()))
+        return [{"messages": [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.ideal}]}
+                for t in world.sft_tasks()]
+    from alignkit.data.sources import load_records
+    return load_records(data, "chat")

@@ -1,0 +1,30 @@
+"""Start-of-stage plumbing shared by every stage: the device and the output directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from alignkit.errors import AlignkitError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; asking for cuda without one is a user error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AlignkitError("device=cuda but no CUDA device is available (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Never overwrite a run by accident: an existing run needs ``resume`` or ``overwrite``."""
+    existing = [p for p in ("summary.json", "state", "model") if (out / p).exists()]
+    if existing and not resume:
+        if not overwrite:
+            raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); "
+                                "pass resume=true to continue it, overwrite=true to replace it, or another out=")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)

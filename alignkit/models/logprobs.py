@@ -2,8 +2,8 @@
 
 For a left-padded prompt x and a right-padded completion a, returns log π(a_t | x, a_<t) for every
 completion token. The logits at position i predict token i+1; they are divided by the sampling
-temperature (the ratio and the KL must use the distribution that was sampled — "The N implementation
-details of RLHF with PPO", Huang et al. 2024) and the chosen token's log-prob is gathered as
+temperature, because the ratio and the KL must use the distribution that was sampled (Huang et al.,
+"The N Implementation Details of RLHF with PPO", 2024). The chosen token's log-prob is gathered as
 ``logit[token] − logsumexp(logits)`` in fp32, so no full-vocabulary log-softmax is kept.
 """
 
@@ -16,32 +16,45 @@ from torch import Tensor
 def completion_logprobs(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                         completion_mask: Tensor, *, temperature: float = 1.0,
                         batch_size: int | None = None) -> Tensor:
-    """log π(a_t | x, a_<t): (B, A), 0 where ``completion_mask`` is 0.
+    """log π(a_t | x, a_<t) of each completion token: (B, A) fp32, exactly 0 where ``completion_mask`` is 0.
 
-    prompt_ids, prompt_mask: (B, P) left-padded; completion_ids, completion_mask: (B, A) right-padded.
-    Gradients flow unless the caller wraps the call in ``torch.no_grad()``.
+    prompt_ids, prompt_mask: (B, P), left-padded; every prompt needs at least one real token, since the
+    last prompt position predicts the first completion token.
+    completion_ids, completion_mask: (B, A), right-padded (`rollout.types.Samples` has this layout).
+    temperature: the sampling temperature; logits are divided by it before normalising.
+    batch_size: rows per forward pass (None: all B at once); the values do not depend on it.
+
+    One forward pass per micro-batch, without KV cache. Gradients flow unless the caller wraps the call
+    in ``torch.no_grad()``. The result lives on the model's device.
     """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     B = prompt_ids.size(0)
-    step = batch_size or B
+    step = batch_size or max(B, 1)
     parts = [_logprobs(model, prompt_ids[i:i + step], prompt_mask[i:i + step], completion_ids[i:i + step],
                        completion_mask[i:i + step], temperature) for i in range(0, B, step)]
     return torch.cat(parts, dim=0)
 
 
-def _logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature) -> Tensor:
+def _logprobs(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+              completion_mask: Tensor, temperature: float) -> Tensor:
     device = next(model.parameters()).device
     ids = torch.cat([prompt_ids, completion_ids], dim=1).to(device)
-    mask = torch.cat([prompt_mask, completion_mask], dim=1).to(device)
-    position_ids = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # left padding: real tokens start at 0
+    mask = torch.cat([prompt_mask, completion_mask], dim=1).to(device).long()
+    # With left padding the first real token must sit at position 0, as it did when the prompt was
+    # encoded alone; pad positions get 0 too (they are masked out, so any value would do).
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
     P, A = prompt_ids.size(1), completion_ids.size(1)
-    logits = logits[:, P - 1:P - 1 + A, :].float() / temperature  # positions that predict the completion
-    targets = completion_ids.to(device)
-    chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    logps = chosen - torch.logsumexp(logits, dim=-1)
-    return logps * completion_mask.to(device).to(logps.dtype)
+    logits = logits[:, P - 1:P - 1 + A, :].float() / temperature  # (B, A, V): the positions predicting a
+    targets = completion_ids.to(device).unsqueeze(-1)
+    logps = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    # where, not multiply: a non-finite value at a padded position must not leak into the result as NaN
+    return torch.where(completion_mask.to(device).bool(), logps, torch.zeros_like(logps))
 
 
 def sequence_logprob(token_logps: Tensor, mask: Tensor) -> Tensor:
-    """Σ_t log π(a_t | ·) over the completion: (B, A) → (B,)."""
-    return (token_logps * mask.to(token_logps.dtype)).sum(dim=-1)
+    """log π(a | x) = Σ_t log π(a_t | x, a_<t) over the unmasked tokens: (B, A), (B, A) → (B,)."""
+    return torch.where(mask.bool(), token_logps, torch.zeros_like(token_logps)).sum(dim=-1)

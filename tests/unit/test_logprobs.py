@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -12,45 +13,100 @@ def _model():
 
 
 def _naive(model, prompt, completion, temperature=1.0):
+    """Full log_softmax over one unpadded sequence, read off at the completion tokens."""
     ids = torch.tensor([prompt + completion])
-    logits = model(input_ids=ids).logits[0] / temperature
-    logps = torch.log_softmax(logits.float(), dim=-1)
+    logps = torch.log_softmax(model(input_ids=ids).logits[0].float() / temperature, dim=-1)
     return torch.stack([logps[len(prompt) - 1 + t, tok] for t, tok in enumerate(completion)])
 
 
 def _batch(rows, P, A, pad=0):
+    """Left-padded prompts (B, P) and right-padded completions (B, A), as `rollout.types.Samples` holds them."""
     B = len(rows)
     pi, pm = torch.full((B, P), pad), torch.zeros(B, P, dtype=torch.long)
     ci, cm = torch.full((B, A), pad), torch.zeros(B, A, dtype=torch.long)
     for b, (p, c) in enumerate(rows):
-        pi[b, P - len(p):], pm[b, P - len(p):] = torch.tensor(p), 1  # left-padded prompt
-        ci[b, :len(c)], cm[b, :len(c)] = torch.tensor(c), 1            # right-padded completion
+        pi[b, P - len(p):], pm[b, P - len(p):] = torch.tensor(p), 1
+        ci[b, :len(c)], cm[b, :len(c)] = torch.tensor(c), 1
     return pi, pm, ci, cm
 
 
-def test_matches_naive_and_padding_does_not_matter():
+ROWS = [([5, 6, 7, 8, 9], [10, 11, 12]), ([3, 4], [13, 14, 15, 16, 17]), ([20], [21])]
+
+
+@torch.no_grad()
+def test_single_unpadded_sequence_matches_full_log_softmax():
     model = _model()
-    rows = [([5, 6, 7, 8, 9], [10, 11, 12]), ([3, 4], [13, 14, 15, 16, 17])]
-    with torch.no_grad():
-        out = completion_logprobs(model, *_batch(rows, P=9, A=8))
-        for b, (p, c) in enumerate(rows):
-            assert torch.allclose(out[b, :len(c)], _naive(model, p, c), atol=1e-5)
-            assert torch.all(out[b, len(c):] == 0)
-        one_by_one = completion_logprobs(model, *_batch(rows, P=9, A=8), batch_size=1)
-    assert torch.allclose(out, one_by_one, atol=1e-5)
+    p, c = [1, 2, 3, 4], [5, 6, 7]
+    out = completion_logprobs(model, *_batch([(p, c)], P=4, A=3))
+    assert out.shape == (1, 3) and out.dtype == torch.float32
+    assert torch.allclose(out[0], _naive(model, p, c), atol=1e-5)
 
 
-def test_temperature_and_sequence_sum():
+@torch.no_grad()
+def test_padding_amount_does_not_change_values():
     model = _model()
-    p, c = [1, 2, 3], [4, 5]
-    with torch.no_grad():
-        out = completion_logprobs(model, *_batch([(p, c)], P=3, A=2), temperature=0.7)
-    assert torch.allclose(out[0], _naive(model, p, c, temperature=0.7), atol=1e-5)
-    assert torch.allclose(sequence_logprob(out, torch.ones(1, 2)), out.sum(-1))
+    tight = completion_logprobs(model, *_batch(ROWS, P=5, A=5))
+    # much more padding, and unequal: row 2 gets 24 pad tokens on the left and 19 on the right
+    loose = completion_logprobs(model, *_batch(ROWS, P=25, A=20, pad=63))
+    for b, (p, c) in enumerate(ROWS):
+        expected = _naive(model, p, c)
+        assert torch.allclose(tight[b, :len(c)], expected, atol=1e-5)
+        assert torch.allclose(loose[b, :len(c)], expected, atol=1e-5)
+    assert torch.equal(loose[:, 5:], torch.zeros(3, 15))
 
 
-def test_gradient_flows():
+@torch.no_grad()
+def test_masked_positions_are_zero_and_tokens_after_the_mask_do_not_matter():
     model = _model()
-    out = completion_logprobs(model, *_batch([([1, 2], [3, 4])], P=2, A=2))
-    out.sum().backward()
+    pi, pm, ci, cm = _batch(ROWS, P=6, A=7)
+    out = completion_logprobs(model, pi, pm, ci, cm)
+    assert torch.equal(out[cm == 0], torch.zeros(int((cm == 0).sum())))
+    assert torch.all(out[cm == 1] < 0)
+    garbage = torch.where(cm.bool(), ci, torch.randint(0, 64, ci.shape))  # e.g. tokens sampled after eos
+    assert torch.allclose(completion_logprobs(model, pi, pm, garbage, cm), out, atol=1e-6)
+
+
+@torch.no_grad()
+def test_micro_batching_does_not_change_values():
+    model = _model()
+    batch = _batch(ROWS, P=6, A=6)
+    full = completion_logprobs(model, *batch)
+    for bs in (1, 2, 10):
+        assert torch.allclose(completion_logprobs(model, *batch, batch_size=bs), full, atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("T", [0.7, 2.0])
+def test_temperature_matches_log_softmax_of_scaled_logits(T):
+    model = _model()
+    out = completion_logprobs(model, *_batch(ROWS, P=6, A=6), temperature=T)
+    for b, (p, c) in enumerate(ROWS):
+        assert torch.allclose(out[b, :len(c)], _naive(model, p, c, temperature=T), atol=1e-5)
+    assert not torch.allclose(out, completion_logprobs(model, *_batch(ROWS, P=6, A=6)))
+
+
+def test_bad_arguments():
+    model = _model()
+    with pytest.raises(ValueError):
+        completion_logprobs(model, *_batch(ROWS, P=6, A=6), temperature=0.0)
+    with pytest.raises(ValueError):
+        completion_logprobs(model, *_batch(ROWS, P=6, A=6), batch_size=0)
+
+
+def test_sequence_logprob_sums_unmasked_tokens():
+    token_logps = torch.tensor([[-1.0, -2.0, -4.0], [-0.5, float("nan"), float("nan")]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.equal(sequence_logprob(token_logps, mask), torch.tensor([-3.0, -0.5]))
+
+
+def test_gradient_flows_when_enabled_and_not_under_no_grad():
+    model = _model()
+    batch = _batch(ROWS, P=12, A=8)  # heavy left padding must not produce NaN gradients
+    out = completion_logprobs(model, *batch)
+    assert out.requires_grad
+    sequence_logprob(out, batch[3]).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert not completion_logprobs(model, *batch).requires_grad

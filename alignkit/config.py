@@ -52,7 +52,7 @@ class WorldConfig:
     n_places: int = param(10, "number of fictional places", min=2)
     n_animals: int = param(10, "number of fictional animal species", min=2)
     n_objects: int = param(10, "number of fictional objects (inventions)", min=2)
-    max_operand: int = param(20, "largest operand of arithmetic statements and questions", min=2)
+    max_operand: int = param(12, "largest operand of arithmetic statements and questions", min=2)
     corpus_docs: int = param(6000, "number of pretraining documents", min=10)
     heldout_per_category: int = param(40, "held-out evaluation prompts per task category", min=1)
     sft_rare_fraction: float = param(0.05, "fraction of the honest / harmless demonstrations (unknown, false "
@@ -120,7 +120,7 @@ class SFTConfig:
     # optimisation
     batch_size: int = param(16, "examples per micro-batch", min=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
-    epochs: float = param(3.0, "passes over the data (used when max_steps = 0)", gt=0)
+    epochs: float = param(8.0, "passes over the data (used when max_steps = 0)", gt=0)
     max_steps: int = param(0, "optimizer steps (0 = from epochs)", min=0)
     lr: float = param(1e-3, "peak learning rate (AdamW)", gt=0)
     min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)

@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/tiny_run.py            # a fresh run into runs/bench-<time>
 
-Targets (2 CPU cores, after the one-time install): wall time ≤ 360 s; held-out perplexity below 5 %
-of the vocabulary size; few-shot gold reward clearly above zero-shot on fact + arithmetic prompts.
+Targets (2 CPU cores, after the one-time install): the whole run (pretrain + SFT + eval) ≤ 540 s;
+held-out perplexity below 5 % of the vocabulary size; on fact + arithmetic prompts the base model's
+few-shot gold reward clearly above zero-shot; SFT's win rate vs the base model zero-shot ≥ 0.8 and its
+helpful accuracy clearly above the base model's few-shot accuracy.
 Exits 1 when a target is missed. Timing is noisy on shared machines: run it a few times and take the
 median.
 """
@@ -16,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-WALL_TARGET_S = 360.0
+WALL_TARGET_S = 540.0
 
 
 def main() -> int:
@@ -27,12 +29,22 @@ def main() -> int:
     wall = time.perf_counter() - t0
     s = json.loads((Path("runs") / name / "summary.json").read_text())
     pre, models = s["stages"]["pretrain"], s["models"]
-    zero, few = models["base_zero_shot"]["gold_reward"], models["base_few_shot"]["gold_reward"]
+    def fact_arith(m: dict) -> float:
+        cats = [m["per_category"][c] for c in ("fact", "arithmetic")]
+        return sum(c["gold_reward"] * c["n"] for c in cats) / sum(c["n"] for c in cats)
+
+    zero, few = fact_arith(models["base_zero_shot"]), fact_arith(models["base_few_shot"])
+    sft = models["sft"]
+    sft_helpful, few_helpful = sft["rates"]["helpful"], models["base_few_shot"]["rates"]["helpful"]
     checks = {
         f"wall {wall:.0f} s <= {WALL_TARGET_S:.0f} s": wall <= WALL_TARGET_S,
         f"perplexity {pre['heldout_ppl']:.2f} < 5% of vocab {pre['vocab_size']} = {0.05 * pre['vocab_size']:.1f}":
             pre["heldout_ppl"] < 0.05 * pre["vocab_size"],
-        f"few-shot {few:+.3f} > zero-shot {zero:+.3f} + 0.2": few > zero + 0.2,
+        f"fact+arithmetic: few-shot {few:+.3f} > zero-shot {zero:+.3f} + 0.2": few > zero + 0.2,
+        f"sft win rate vs base zero-shot {sft['win_rate_vs_base_zero_shot']:.3f} >= 0.8":
+            sft["win_rate_vs_base_zero_shot"] >= 0.8,
+        f"sft helpful {sft_helpful:.3f} > base few-shot helpful {few_helpful:.3f} + 0.05":
+            sft_helpful > few_helpful + 0.05,
     }
     print(f"pretrain {pre['train_seconds']:.0f} s, {pre['tokens_seen'] / pre['train_seconds']:,.0f} tokens/s")
     for text, ok in checks.items():

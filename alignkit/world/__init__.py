@@ -129,7 +129,7 @@ class World:
 
 
 def build_world(seed: int = 0, n_people: int = 24, n_places: int = 10, n_animals: int = 10, n_objects: int = 10,
-                max_operand: int = 20, corpus_docs: int = 6000, heldout_per_category: int = 40,
+                max_operand: int = 12, corpus_docs: int = 6000, heldout_per_category: int = 40,
                 sft_rare_fraction: float = 0.05) -> World:
     """The world of ``seed``; keyword arguments are exactly the fields of ``alignkit.config.WorldConfig``."""
     kb = build_kb(seed, n_people=n_people, n_places=n_places, n_animals=n_animals, n_objects=n_objects)

@@ -68,7 +68,20 @@ class TokenizerConfig:
 
 
 @dataclass
-class PretrainConfig:
+class EngineConfig:
+    """Keys every training stage shares: the loop's bookkeeping (see alignkit/training/loop.py)."""
+    grad_clip: float = param(1.0, "max global gradient norm (0 = off)", min=0)
+    save_every: int = param(100, "steps between resumable checkpoints", min=1)
+    resume: bool = param(False, "continue from the last checkpoint in out/state")
+    overwrite: bool = param(False, "replace a finished or partial run already in `out`")
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = param("float32", "training dtype (bfloat16 = autocast on GPU)", choices=("float32", "bfloat16"))
+    threads: int = param(0, "torch CPU threads (0 = leave as is)", min=0)
+    progress: bool = param(True, "show a progress bar")
+
+
+@dataclass
+class PretrainConfig(EngineConfig):
     """Next-token prediction from scratch (or continued) on packed documents."""
     # inputs / outputs
     data: str = param("world", "'world' for the built-in corpus, or a JSONL/Parquet/datasets dir of {text} records")
@@ -90,22 +103,14 @@ class PretrainConfig:
     min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
     warmup_steps: int = param(20, "linear warm-up steps", min=0)
     weight_decay: float = param(0.1, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)
-    grad_clip: float = param(1.0, "max global gradient norm (0 = off)", min=0)
     # bookkeeping
     eval_every: int = param(100, "steps between held-out evaluations", min=1)
     eval_batches: int = param(8, "held-out micro-batches per evaluation", min=1)
-    save_every: int = param(100, "steps between resumable checkpoints", min=1)
     seed: int = param(0, "seed for init, data order and dropout", min=0)
-    resume: bool = param(False, "continue from the last checkpoint in out/state")
-    overwrite: bool = param(False, "replace a finished or partial run already in `out`")
-    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
-    dtype: str = param("float32", "training dtype (bfloat16 = autocast on GPU)", choices=("float32", "bfloat16"))
-    threads: int = param(0, "torch CPU threads (0 = leave as is)", min=0)
-    progress: bool = param(True, "show a progress bar")
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(EngineConfig):
     """Supervised fine-tuning: next-token loss on the assistant's tokens only."""
     # inputs / outputs
     model: str = param("", "HF causal-LM dir to fine-tune (e.g. runs/demo/pretrain/model)")
@@ -126,18 +131,10 @@ class SFTConfig:
     min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
     warmup_steps: int = param(10, "linear warm-up steps", min=0)
     weight_decay: float = param(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)
-    grad_clip: float = param(1.0, "max global gradient norm (0 = off)", min=0)
     # bookkeeping
     eval_every: int = param(50, "steps between validation-loss evaluations", min=1)
     eval_batches: int = param(4, "validation micro-batches per evaluation", min=1)
-    save_every: int = param(100, "steps between resumable checkpoints", min=1)
     seed: int = param(0, "seed for data order and dropout", min=0)
-    resume: bool = param(False, "continue from the last checkpoint in out/state")
-    overwrite: bool = param(False, "replace a finished or partial run already in `out`")
-    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
-    dtype: str = param("float32", "training dtype (bfloat16 = autocast on GPU)", choices=("float32", "bfloat16"))
-    threads: int = param(0, "torch CPU threads (0 = leave as is)", min=0)
-    progress: bool = param(True, "show a progress bar")
 
 
 @dataclass
@@ -253,7 +250,8 @@ def dump_yaml(cfg: Any, path: str | Path) -> None:
 def describe(cls: type, prefix: str = "") -> str:
     """One line per key: name, default, help, allowed values (used by ``--help``)."""
     lines = []
-    for f in fields(cls):
+    own = cls.__dict__.get("__annotations__", {})
+    for f in sorted(fields(cls), key=lambda f: f.name not in own):  # the stage's own keys first
         if f.metadata.get("section"):
             lines.append(f"  [{prefix}{f.name}]  {f.metadata['help']}")
             lines.append(describe(f.default_factory, prefix=f"{prefix}{f.name}."))

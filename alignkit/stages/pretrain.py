@@ -28,7 +28,7 @@ from alignkit.data.collators import pack_documents
 from alignkit.errors import AlignkitError
 from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
 from alignkit.training.logging import info
-from alignkit.training.loop import lm_forward_loss, train_loop
+from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder
 from alignkit.training.setup import prepare_out_dir, resolve_device
@@ -64,8 +64,10 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
                 for i in range(cfg.grad_accum)]
 
     def evaluate() -> dict:
-        loss = heldout_loss(model, heldout_blocks, batch_size=cfg.batch_size, max_batches=cfg.eval_batches,
-                            device=device)
+        n = len(heldout_blocks["input_ids"])
+        starts = range(0, min(n, cfg.batch_size * cfg.eval_batches), cfg.batch_size)
+        loss = mean_nll(model, (_take(heldout_blocks, torch.arange(s, min(n, s + cfg.batch_size))) for s in starts),
+                        device)
         return {"pretrain/heldout_loss": loss, "pretrain/heldout_ppl": math.exp(loss)}
 
     result = train_loop(model=model, optimizer=optimizer, scheduler=scheduler,
@@ -94,21 +96,6 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     info(f"pretrain: held-out loss {summary['heldout_loss']:.3f}, perplexity {summary['heldout_ppl']:.2f} "
          f"(uniform {summary['vocab_size']}), {summary['tokens_seen']:,} tokens in {summary['train_seconds']:.0f}s")
     return summary
-
-
-@torch.no_grad()
-def heldout_loss(model: torch.nn.Module, blocks: dict, *, batch_size: int, max_batches: int,
-                 device: torch.device) -> float:
-    """Mean token NLL over the first ``max_batches`` micro-batches of held-out blocks."""
-    model.eval()
-    nll, count = 0.0, 0
-    n = len(blocks["input_ids"])
-    for start in range(0, min(n, batch_size * max_batches), batch_size):
-        batch = {k: v.to(device) for k, v in _take(blocks, torch.arange(start, min(n, start + batch_size))).items()}
-        _, m = lm_forward_loss(model, batch, normalizer=1.0)
-        nll += float(m["nll_sum"])
-        count += int(m["n_tokens"])
-    return nll / max(1, count)
 
 
 def load_documents(data: str) -> list[str]:

@@ -34,7 +34,7 @@ from alignkit.data.templates import render_chat
 from alignkit.errors import AlignkitError
 from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
 from alignkit.training.logging import info
-from alignkit.training.loop import lm_forward_loss, train_loop
+from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder
 from alignkit.training.setup import prepare_out_dir, resolve_device
@@ -84,8 +84,8 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
                 for k in range(cfg.grad_accum)]
 
     def evaluate() -> dict:
-        loss = validation_loss(model, val, collate, batch_size=cfg.batch_size, max_batches=cfg.eval_batches,
-                               device=device)
+        starts = range(0, min(len(val), cfg.batch_size * cfg.eval_batches), cfg.batch_size)
+        loss = mean_nll(model, (collate(val[s:s + cfg.batch_size]) for s in starts), device)
         return {"sft/val_loss": loss}
 
     model.config.use_cache = False
@@ -115,20 +115,6 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     write_json_atomic(out / "summary.json", summary)
     info(f"sft: validation loss {summary['val_loss']:.3f} after {steps} steps in {summary['train_seconds']:.0f}s")
     return summary
-
-
-@torch.no_grad()
-def validation_loss(model: torch.nn.Module, examples: list[dict], collate, *, batch_size: int, max_batches: int,
-                    device: torch.device) -> float:
-    """Mean NLL per assistant token over the first ``max_batches`` validation micro-batches."""
-    model.eval()
-    nll, count = 0.0, 0
-    for start in range(0, min(len(examples), batch_size * max_batches), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
-        _, m = lm_forward_loss(model, batch, normalizer=1.0)
-        nll += float(m["nll_sum"])
-        count += int(m["n_tokens"])
-    return nll / max(1, count)
 
 
 def load_conversations(data: str) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,18 @@ def lm_forward_loss(model: torch.nn.Module, batch: dict, normalizer: float) -> t
     # No KV cache: with one, transformers would not turn packed position_ids into a block-diagonal mask.
     logits = model(**inputs, use_cache=False).logits
     return causal_lm_loss(logits, batch["labels"], normalizer=normalizer)
+
+
+@torch.no_grad()
+def mean_nll(model: torch.nn.Module, batches: Iterable[dict], device: torch.device) -> float:
+    """Mean NLL per target token over ``batches`` (held-out loss; exp of it is the perplexity)."""
+    model.eval()
+    nll, count = 0.0, 0
+    for batch in batches:
+        _, m = lm_forward_loss(model, {k: v.to(device) for k, v in batch.items()}, normalizer=1.0)
+        nll += float(m["nll_sum"])
+        count += int(m["n_tokens"])
+    return nll / max(1, count)
 
 
 def train_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -5,8 +5,10 @@ Six kinds of document, mixed in the proportions of :data:`DOC_MIX`:
 - ``prose``: profiles of an entity and "did you know" lists stating facts in several wordings (the
   canonical answer sentence of a fact half the time, a paraphrase otherwise);
 - ``faq``: ``Q: <question>\\nA: <answer>`` blocks separated by blank lines, with exactly the questions and
-  answers of the fact, arithmetic and sentiment tasks — the base model learns the format here, which is
-  what makes few-shot prompting work;
+  answers of the train-split fact, arithmetic and sentiment tasks — the base model learns the format
+  here, which is what makes few-shot prompting work. Held-out fact and arithmetic questions never
+  appear in Q/A form: their facts are stated in prose and their sums in statements, so answering them
+  means bringing that knowledge to a question (knowledge extraction), not recalling a memorised pair;
 - ``arithmetic``: lists of true statements ("7 + 5 = 12.", "13 minus 4 is 9.");
 - ``review``: a product review then ``Overall: positive.`` / ``Overall: negative.``;
 - ``story``: short stories that only say true things about the world;
@@ -86,6 +88,11 @@ class _Corpus:
             self.by_subject.setdefault(f.subject, []).append(f)
         self.heldout_reviews = {t.meta["review"] for t in tasks if t.category == "sentiment" and t.split == "heldout"}
         self.problems = arithmetic_problems(max_operand)
+        # Held-out fact and arithmetic questions never appear with their answer in Q/A form: the model
+        # must bring knowledge it read as prose or statements to the question (knowledge extraction).
+        heldout = {t.prompt for t in tasks if t.split == "heldout" and t.category in ("fact", "arithmetic")}
+        self.faq_facts = [f for f in self.facts if f.question not in heldout]
+        self.faq_problems = [p for p in self.problems if arithmetic_qa(*p)[0] not in heldout]
         harmful, benign = harm_items(kb, random.Random(0))
         self.forum_pool = {
             "fact": [f.question for f in self.facts],
@@ -136,11 +143,11 @@ class _Corpus:
         title = ""
         if kind == "topic":
             subjects = rng.sample(list(self.by_subject), rng.choice([1, 2]))
-            qas = [(f.question, f.answer) for s in subjects for f in self.by_subject[s]]
+            qas = [(f.question, f.answer) for s in subjects for f in self.by_subject[s] if f in self.faq_facts]
             rng.shuffle(qas)
             title = f"Questions about {subjects[0]}" if subjects[0][0].isupper() else ""
         elif kind == "facts":
-            qas = [(f.question, f.answer) for f in rng.sample(self.facts, rng.randint(5, 8))]
+            qas = [(f.question, f.answer) for f in rng.sample(self.faq_facts, rng.randint(5, 8))]
         elif kind == "arithmetic":
             qas = [self._arith_qa() for _ in range(rng.randint(6, 10))]
         elif kind == "sentiment":
@@ -153,11 +160,11 @@ class _Corpus:
         return _titled(title, "\n\n".join(f"Q: {q}\nA: {a}" for q, a in qas), sep="\n\n")
 
     def _fact_qa(self) -> tuple[str, str]:
-        f = self.rng.choice(self.facts)
+        f = self.rng.choice(self.faq_facts)
         return f.question, f.answer
 
     def _arith_qa(self) -> tuple[str, str]:
-        q, a, _ = arithmetic_qa(*self.rng.choice(self.problems))
+        q, a, _ = arithmetic_qa(*self.rng.choice(self.faq_problems))
         return q, a
 
     def _review(self) -> tuple[str, str]:

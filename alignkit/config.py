@@ -55,7 +55,7 @@ class WorldConfig:
     max_operand: int = param(12, "largest operand of arithmetic statements and questions", min=2)
     corpus_docs: int = param(6000, "number of pretraining documents", min=10)
     heldout_per_category: int = param(40, "held-out evaluation prompts per task category", min=1)
-    sft_rare_fraction: float = param(0.05, "fraction of the honest / harmless demonstrations (unknown, false "
+    sft_rare_fraction: float = param(0.10, "fraction of the honest / harmless demonstrations (unknown, false "
                                      "premise, harmful) kept in the SFT data; helpful ones are all kept",
                                      min=0, max=1)
 
@@ -127,7 +127,7 @@ class SFTConfig(EngineConfig):
     grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
     epochs: float = param(8.0, "passes over the data (used when max_steps = 0)", gt=0)
     max_steps: int = param(0, "optimizer steps (0 = from epochs)", min=0)
-    lr: float = param(1e-3, "peak learning rate (AdamW)", gt=0)
+    lr: float = param(5e-4, "peak learning rate (AdamW)", gt=0)
     min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
     warmup_steps: int = param(10, "linear warm-up steps", min=0)
     weight_decay: float = param(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)

@@ -43,8 +43,9 @@ def run(cfg: RunConfig) -> dict:
     fp_world = fingerprint(to_dict(cfg.world))
     stages["world"] = run_stage(run_dir / "world", fp_world, lambda d: _export_world(world, d))
 
-    # 2. tokenizer: byte-level BPE on the pretraining corpus
-    fp_tok = fingerprint(to_dict(cfg.tokenizer), fp_world)
+    # 2. tokenizer: byte-level BPE on the pretraining corpus (which the SFT data proportion does not change)
+    fp_corpus = fingerprint({k: v for k, v in to_dict(cfg.world).items() if k != "sft_rare_fraction"})
+    fp_tok = fingerprint(to_dict(cfg.tokenizer), fp_corpus)
     stages["tokenizer"] = run_stage(run_dir / "tokenizer", fp_tok, lambda d: _train_tokenizer(cfg, d))
 
     # 3. pretrain

@@ -43,7 +43,7 @@ class World:
     """Knowledge base, tasks, oracle and corpus of one seed. Build with :func:`build_world`."""
 
     def __init__(self, kb: KnowledgeBase, tasks: list[Task], *, seed: int, max_operand: int, corpus_docs: int,
-                 sft_rare_fraction: float = 0.05):
+                 sft_rare_fraction: float = 0.10):
         self.kb = kb
         self.seed, self.max_operand, self.corpus_docs = seed, max_operand, corpus_docs
         self.sft_rare_fraction = sft_rare_fraction
@@ -130,7 +130,7 @@ class World:
 
 def build_world(seed: int = 0, n_people: int = 24, n_places: int = 10, n_animals: int = 10, n_objects: int = 10,
                 max_operand: int = 12, corpus_docs: int = 6000, heldout_per_category: int = 40,
-                sft_rare_fraction: float = 0.05) -> World:
+                sft_rare_fraction: float = 0.10) -> World:
     """The world of ``seed``; keyword arguments are exactly the fields of ``alignkit.config.WorldConfig``."""
     kb = build_kb(seed, n_people=n_people, n_places=n_places, n_animals=n_animals, n_objects=n_objects)
     tasks = build_tasks(kb, seed=seed, max_operand=max_operand, heldout_per_category=heldout_per_category)

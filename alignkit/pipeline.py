@@ -112,7 +112,7 @@ def machine() -> dict:
 
 
 def _identity(pcfg) -> dict:
-    """The pretrain keys that change the result (not progress bars, resume or overwrite flags)."""
+    """A training stage's keys that change its result (not progress bars, threads, resume/overwrite, out)."""
     d = to_dict(pcfg)
     for k in ("progress", "resume", "overwrite", "threads", "out"):
         d.pop(k)
@@ -149,9 +149,9 @@ def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
     tasks = harness.eval_tasks(world, ecfg)
     base, base_tok = load_model(run_dir / "pretrain" / "model")
     policy, tok = load_model(run_dir / "sft" / "model")
-    runs = {"base_zero_shot": harness.run_model("base_zero_shot", base, base_tok, world, tasks, "zero_shot", ecfg),
-            "base_few_shot": harness.run_model("base_few_shot", base, base_tok, world, tasks, "few_shot", ecfg),
-            "sft": harness.run_model("sft", policy, tok, world, tasks, "chat", ecfg)}
+    runs = {"base_zero_shot": harness.run_model(base, base_tok, world, tasks, "zero_shot", ecfg),
+            "base_few_shot": harness.run_model(base, base_tok, world, tasks, "few_shot", ecfg),
+            "sft": harness.run_model(policy, tok, world, tasks, "chat", ecfg)}
     out = {}
     for name, r in runs.items():
         refs = {"sft": runs["sft"]} | ({"base_zero_shot": runs["base_zero_shot"]} if name == "sft" else {})
@@ -168,7 +168,7 @@ MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "p
 
 
 def print_table(summary: dict) -> None:
-    """The end-of-run tables: pretraining, the model comparison, and a few side-by-side answers."""
+    """The end-of-run summary: pretraining, SFT, and the model comparison table."""
     from alignkit.eval.harness import format_table
 
     pre, sft_s = summary["stages"]["pretrain"], summary["stages"]["sft"]

@@ -40,7 +40,6 @@ BASE_STOP = ["\n\n"]
 @dataclass
 class ModelRun:
     """One model's responses to the evaluation prompts, judged."""
-    name: str
     mode: str
     tasks: list            # world Task per prompt
     responses: list[str]
@@ -74,7 +73,7 @@ def prompts_for(world, tokenizer, tasks: list, mode: str, cfg: EvalConfig) -> tu
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def run_model(name: str, model, tokenizer, world, tasks: list, mode: str, cfg: EvalConfig) -> ModelRun:
+def run_model(model, tokenizer, world, tasks: list, mode: str, cfg: EvalConfig) -> ModelRun:
     """Sample one response per task and judge it."""
     prompts, stop = prompts_for(world, tokenizer, tasks, mode, cfg)
     samples = sample(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -82,7 +81,7 @@ def run_model(name: str, model, tokenizer, world, tasks: list, mode: str, cfg: E
                      show_progress=cfg.progress)
     responses = [t.strip() for t in samples.texts]
     judgements = [world.oracle.judge(t, r) for t, r in zip(tasks, responses)]
-    return ModelRun(name, mode, tasks, responses, judgements, samples)
+    return ModelRun(mode, tasks, responses, judgements, samples)
 
 
 @torch.no_grad()
@@ -152,11 +151,11 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
 
     tasks = eval_tasks(world, cfg)
     model, tokenizer = load_model(model_dir)
-    run = run_model("model", model, tokenizer, world, tasks, mode, cfg)
+    run = run_model(model, tokenizer, world, tasks, mode, cfg)
     references, kl = {}, {}
     if reference_dir is not None:
         ref_model, ref_tok = load_model(reference_dir)
-        references["reference"] = run_model("reference", ref_model, ref_tok, world, tasks, "chat", cfg)
+        references["reference"] = run_model(ref_model, ref_tok, world, tasks, "chat", cfg)
         if ref_tok.get_vocab() == tokenizer.get_vocab():
             kl["reference"] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)

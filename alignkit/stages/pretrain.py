@@ -26,6 +26,7 @@ import torch
 from alignkit.config import PretrainConfig, TokenizerConfig, dump_yaml
 from alignkit.data.collators import pack_documents
 from alignkit.errors import AlignkitError
+from alignkit.models.load import count_params
 from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
@@ -85,7 +86,7 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
         "vocab_size": len(tokenizer),
         "uniform_ppl": len(tokenizer),
         "tokens_seen": result.tokens_seen,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "train_seconds": round(result.train_seconds, 2),
         "steps": result.step,
         "train_blocks": len(train_blocks["input_ids"]),

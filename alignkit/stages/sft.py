@@ -124,8 +124,6 @@ def load_conversations(data: str) -> list[dict]:
 
         from alignkit.config import WorldConfig
         from alignkit.world import build_world
-        world = build_world(**asdict(WorldConfig()))
-        return [{"messages": [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.ideal}]}
-                for t in world.sft_tasks()]
+        return build_world(**asdict(WorldConfig())).sft_records()
     from alignkit.data.sources import load_records
     return load_records(data, "chat")

@@ -77,6 +77,11 @@ class World:
                 keep.append(t)
         return keep
 
+    def sft_records(self) -> list[dict]:
+        """:meth:`sft_tasks` as chat records: ``{"messages": [user, assistant], "category"}``."""
+        return [{"messages": [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.ideal}],
+                 "category": t.category} for t in self.sft_tasks()]
+
     def pretraining_documents(self) -> list[str]:
         """The pretraining corpus (built on first use, then cached; the same for the same seed)."""
         return list(self._corpus)

@@ -60,9 +60,7 @@ def export_world(world: World, out_dir: str | Path, *, labeller: Labeller | None
 
     files = {
         "pretrain": ("pretrain.jsonl", ({"text": d} for d in world.pretraining_documents())),
-        "sft": ("sft.jsonl", ({"messages": [{"role": "user", "content": t.prompt},
-                                            {"role": "assistant", "content": t.ideal}],
-                               "category": t.category} for t in world.sft_tasks())),
+        "sft": ("sft.jsonl", world.sft_records()),
         "prompts": ("prompts.jsonl", (_prompt_record(t) for t in train)),
         "eval_prompts": ("eval_prompts.jsonl", (_prompt_record(t) for t in world.tasks("heldout"))),
         "pairs": ("pairs.jsonl", pairs),

@@ -12,10 +12,13 @@ import sys
 from dataclasses import asdict
 
 from alignkit.config import (
+    BonConfig,
     ChatConfig,
     EvalConfig,
     GenerateConfig,
+    PrefsConfig,
     PretrainConfig,
+    RMConfig,
     RunConfig,
     SFTConfig,
     WorldConfig,
@@ -64,7 +67,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     from alignkit import pipeline
 
     base: dict = {"preset": args.preset}
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval"):
+    run_keys = preset_file(args.preset, "run")  # top-level keys of the run, e.g. rm_curve
+    if run_keys.is_file():
+        base.update(read_yaml(run_keys))
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon"):
         path = preset_file(args.preset, stage)
         if path.is_file():
             base[stage] = read_yaml(path)
@@ -87,6 +93,43 @@ def cmd_sft(args: argparse.Namespace) -> None:
     base = read_yaml(preset_file(args.preset, "sft")) if args.preset else None
     cfg = load_config(SFTConfig, config_file=args.config, overrides=args.overrides, base=base)
     sft.run(cfg)
+
+
+def cmd_prefs(args: argparse.Namespace) -> None:
+    from alignkit.stages import prefs
+
+    cfg = load_config(PrefsConfig, config_file=args.config, overrides=args.overrides,
+                      base=_preset(args.preset, "prefs"))
+    prefs.run(cfg, _world(args.world_config))
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    from alignkit.stages import rm
+
+    cfg = load_config(RMConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "rm"))
+    rm.run(cfg)
+
+
+def cmd_bon(args: argparse.Namespace) -> None:
+    from alignkit.stages import bon
+
+    cfg = load_config(BonConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "bon"))
+    summary = bon.run(cfg, _world(args.world_config))
+    print(f"{'n':>4}{'KL':>7}{'proxy':>9}{'gold':>9}{'win vs sft':>12}{'oracle-selected gold':>22}")
+    for row in summary["curve"]:
+        print(f"{row['n']:>4}{row['kl']:>7.2f}{row['proxy_reward']:>+9.3f}{row['gold_reward']:>+9.3f}"
+              f"{row['win_rate_vs_sft']:>12.2f}{row['oracle_gold_reward']:>+22.3f}")
+
+
+def _preset(preset: str | None, stage: str) -> dict | None:
+    path = preset_file(preset, stage) if preset else None
+    return read_yaml(path) if path is not None and path.is_file() else None
+
+
+def _world(world_config: str | None):
+    from alignkit.world import build_world
+
+    return build_world(**asdict(load_config(WorldConfig, config_file=world_config)))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -153,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="<command>")
 
     p = _command(sub, "run", "run the whole recipe so far on the built-in world into runs/<name>/", RunConfig,
-                 "Stages: world → tokenizer → pretrain → sft → eval (base zero-shot, base few-shot, SFT). "
+                 "Stages: world → tokenizer → pretrain → sft → eval (base zero-shot, base few-shot, SFT) → prefs → "
+                 "rm (+ rm_curve) → bon. "
                  "A stage whose config and inputs are unchanged is skipped; an interrupted one resumes.")
     p.add_argument("--preset", default="tiny", help="preset from alignkit/configs/ (smoke, tiny); default: tiny")
     p.set_defaults(func=cmd_run)
@@ -169,6 +213,26 @@ def _parser() -> argparse.ArgumentParser:
                  "Writes out/model, out/metrics.jsonl, out/summary.json, out/state (resume with resume=true).")
     p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/sft.yaml")
     p.set_defaults(func=cmd_sft)
+
+    p = _command(sub, "prefs", "collect preferences: the policy answers each world prompt k times, simulated "
+                 "labellers rank the answers", PrefsConfig,
+                 "Writes out/rankings.jsonl, pairs.jsonl, labels.jsonl (tie / both_bad) and heldout.jsonl (held-out "
+                 "samples with gold scores, for reward-model evaluation).")
+    _world_options(p)
+    p.set_defaults(func=cmd_prefs)
+
+    p = _command(sub, "rm", "train a reward model on pairs, K-wise rankings and ties", RMConfig,
+                 "Data: {prompt, chosen, rejected}, {prompt, responses, ranking} and {prompt, responses, label} "
+                 "records. Writes out/model (a one-label *ForSequenceClassification checkpoint), metrics.jsonl, "
+                 "summary.json (resume with resume=true).")
+    p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/rm.yaml")
+    p.set_defaults(func=cmd_rm)
+
+    p = _command(sub, "bon", "best-of-n: sample n responses per held-out prompt, keep the reward model's best",
+                 BonConfig, "Reports proxy and gold reward, win rate vs the policy and the analytic KL for each n, "
+                 "selecting by the reward model and by the oracle.")
+    _world_options(p)
+    p.set_defaults(func=cmd_bon)
 
     p = _command(sub, "eval", "sample held-out world prompts and judge them with the oracle", EvalConfig,
                  "Reports gold reward, category rates, and with --reference the win rate (95% CI) and "
@@ -198,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="prompt text")
     p.set_defaults(func=cmd_generate)
     return parser
+
+
+def _world_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None, help="start from the preset's config of this command")
+    p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
 
 
 def _command(sub, name: str, help: str, schema: type, details: str) -> argparse.ArgumentParser:

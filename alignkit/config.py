@@ -138,6 +138,79 @@ class SFTConfig(EngineConfig):
 
 
 @dataclass
+class PrefsConfig:
+    """Preference collection on the built-in world: the SFT model's own responses, ranked by simulated labellers."""
+    model: str = param("", "policy whose responses are compared (e.g. runs/demo/sft/model)")
+    out: str = param("runs/prefs", "output dir: rankings.jsonl, pairs.jsonl, labels.jsonl, heldout.jsonl, summary.json")
+    # sampling
+    n_prompts: int = param(0, "train prompts to label (0 = every train prompt of the world)", min=0)
+    k: int = param(4, "responses sampled per prompt (a ranking of k; the pair is the first two)", min=2)
+    temperature: float = param(1.0, "sampling temperature of the compared responses (recorded in each record)",
+                               gt=0)
+    max_new_tokens: int = param(48, "tokens per response at most", min=1)
+    batch_size: int = param(64, "sequences per generation batch", min=1)
+    seed: int = param(0, "sampling and labelling seed", min=0)
+    ideal_fraction: float = param(0.25, "fraction of prompts where the labeller also writes the ideal answer, "
+                                  "which replaces one of the first two responses", min=0, max=1)
+    # the simulated labeller (Bradley-Terry / Plackett-Luce noise around the gold score)
+    labeller_temperature: float = param(0.25, "noise of the labeller: P(a ≻ b) = σ((gold_a - gold_b) / T)", min=0)
+    tie_margin: float = param(0.05, "gold scores closer than this may be labelled a tie", min=0)
+    tie_prob: float = param(0.5, "probability of saying 'tie' for such a pair", min=0, max=1)
+    both_bad_threshold: float = param(-0.3, "a pair with both gold scores below this is labelled both_bad",
+                                      min=-1, max=1)
+    # held-out comparisons with gold scores, for evaluating reward models against the noise-free oracle
+    heldout_k: int = param(4, "responses per held-out prompt in heldout.jsonl (0 = none)", min=0)
+    heldout_temperature: float = param(0.7, "sampling temperature of the held-out responses (the policy's own)",
+                                       gt=0)
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
+    overwrite: bool = param(False, "replace what an earlier run wrote in `out`")
+    progress: bool = param(True, "show a progress bar")
+
+
+@dataclass
+class RMConfig(EngineConfig):
+    """Reward model: a scalar head on a causal-LM backbone, trained on pairs, rankings and ties."""
+    # inputs / outputs
+    model: str = param("", "HF causal-LM dir of the backbone (e.g. runs/demo/sft/model)")
+    data: str = param("", "preference records: pairs, rankings and/or tie / both_bad labels (JSONL, Parquet, "
+                      "datasets dir; several files separated by commas)")
+    eval_data: str = param("", "optional held-out {prompt, responses, gold} records: accuracy against the gold "
+                           "(noise-free) preference and Spearman correlation")
+    out: str = param("runs/rm", "output dir: model/, state/, metrics.jsonl, summary.json")
+    # the objective
+    objective: str = param("plackett_luce", "loss on rankings: plackett_luce (listwise likelihood) or all_pairs "
+                           "(InstructGPT: every pair of a prompt); pairs are Bradley-Terry either way",
+                           choices=("plackett_luce", "all_pairs"))
+    tie_model: str = param("rao_kupper", "how tied responses count with all_pairs: rao_kupper, davidson, or none "
+                           "(tied pairs skipped, tie labels dropped); plackett_luce uses Breslow's tied groups",
+                           choices=("rao_kupper", "davidson", "none"))
+    both_bad: str = param("drop", "both_bad labels: drop them, or count them as a tie", choices=("drop", "tie"))
+    center_coef: float = param(0.01, "reward centring: coef · (2 · mean reward of a prompt)² (Eisenstein et al. "
+                               "2023); 0 = off", min=0)
+    use_margin: bool = param(True, "use the `margin` field of pair records: -log σ(r_w - r_l - margin)")
+    normalize: bool = param(True, "after training, set gain and bias so the policy's responses (eval_data if "
+                            "given, else the training responses) score mean 0, std 1")
+    # data
+    max_length: int = param(256, "tokens of prompt + response (longer ones are cut at the end)", min=8)
+    heldout_fraction: float = param(0.05, "fraction of prompts held out for validation accuracy (noisy labels)",
+                                    gt=0, max=0.5)
+    # optimisation
+    batch_size: int = param(8, "prompts per micro-batch (all of a prompt's responses go in one forward pass)",
+                            min=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
+    epochs: float = param(4.0, "passes over the data (used when max_steps = 0)", gt=0)
+    max_steps: int = param(0, "optimizer steps (0 = from epochs)", min=0)
+    lr: float = param(5e-4, "peak learning rate (AdamW)", gt=0)
+    min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
+    warmup_steps: int = param(10, "linear warm-up steps", min=0)
+    weight_decay: float = param(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)
+    # bookkeeping
+    eval_every: int = param(100, "steps between validation evaluations", min=1)
+    eval_batch_size: int = param(64, "sequences per forward pass when scoring", min=1)
+    seed: int = param(0, "seed for the head's initialisation and the data order", min=0)
+
+
+@dataclass
 class EvalConfig:
     """Held-out world prompts, sampled and judged by the oracle (``alignkit eval``)."""
     categories: list = param([], "task categories to evaluate (empty = all)")
@@ -154,6 +227,19 @@ class EvalConfig:
                       choices=("chat", "zero_shot", "few_shot"))
     out: str = param("", "where summary.json and samples.jsonl go (default: <model dir>/../eval)")
     progress: bool = param(True, "show a progress bar")
+
+
+@dataclass
+class BonConfig:
+    """Best-of-n: sample n responses per held-out prompt, keep the one the reward model scores highest."""
+    model: str = param("", "policy dir (e.g. runs/demo/sft/model)")
+    rm: str = param("", "reward-model dir (e.g. runs/demo/rm/model)")
+    out: str = param("runs/bon", "output dir: summary.json, curve.jsonl, best_of_<n>/samples.jsonl")
+    n: list = param([1, 2, 4, 8, 16], "values of n (the largest is sampled; smaller n use its first samples)")
+    batch_size: int = param(64, "sequences per generation / scoring batch", min=1)
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
+    overwrite: bool = param(False, "replace what an earlier run wrote in `out`")
+    eval: EvalConfig = section(EvalConfig, "held-out prompts and sampling settings (as for `alignkit eval`)")
 
 
 @dataclass
@@ -181,7 +267,7 @@ class ChatConfig:
 
 @dataclass
 class RunConfig:
-    """The recipe so far: world → tokenizer → pretrain → SFT → evaluation."""
+    """The recipe so far: world → tokenizer → pretrain → SFT → evaluation → preferences → reward model → best-of-n."""
     name: str = param("demo", "run name: everything goes to <runs_dir>/<name>/")
     runs_dir: str = param("runs", "parent folder of runs")
     preset: str = param("tiny", "preset the run was built from (set by --preset)")
@@ -190,6 +276,12 @@ class RunConfig:
     pretrain: PretrainConfig = section(PretrainConfig, "pretraining")
     sft: SFTConfig = section(SFTConfig, "supervised fine-tuning (model and data are set by the run)")
     eval: EvalConfig = section(EvalConfig, "evaluation of base (zero-/few-shot) and SFT on held-out prompts")
+    prefs: PrefsConfig = section(PrefsConfig, "preference collection from the SFT model (model and out are set "
+                                 "by the run)")
+    rm: RMConfig = section(RMConfig, "reward model on the collected rankings (model and data are set by the run)")
+    rm_curve: list = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a reward "
+                           "model on pairs and one on rankings per count (empty = no curve)")
+    bon: BonConfig = section(BonConfig, "best-of-n with the reward model (model, rm and eval are set by the run)")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation.
+"""The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation →
+preferences → reward model (+ its data-efficiency curve) → best-of-n.
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
 of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from alignkit.config import RunConfig, dump_yaml, to_dict
+from alignkit.errors import AlignkitError
 from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 
@@ -70,12 +72,37 @@ def run(cfg: RunConfig) -> dict:
     fp_eval = fingerprint(to_dict(cfg.eval), fp_sft, fp_world)
     evals = run_stage(run_dir / "eval", fp_eval, lambda d: _evaluate(cfg, world, run_dir, d))
 
+    # 6. preferences: the SFT model's own answers to train prompts, ranked by simulated labellers
+    from alignkit.stages import bon, prefs, rm
+    prefs_dir = run_dir / "prefs"
+    qcfg = replace(cfg.prefs, model=str(run_dir / "sft" / "model"), out=str(prefs_dir), overwrite=True)
+    fp_prefs = fingerprint(_identity(qcfg), fp_sft, fp_world)
+    stages["prefs"] = run_stage(prefs_dir, fp_prefs, lambda d: prefs.run(qcfg, world))
+
+    # 7. the reward model on those rankings, evaluated against the oracle on held-out samples
+    rcfg = replace(cfg.rm, model=str(run_dir / "sft" / "model"), data=str(prefs_dir / "rankings.jsonl"),
+                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
+    fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
+    stages["rm"] = run_stage(run_dir / "rm", fp_rm,
+                             lambda d, resume: rm.run(replace(rcfg, resume=resume, overwrite=not resume)),
+                             resumable=True)
+    if cfg.rm_curve:
+        fp_curve = fingerprint({"counts": cfg.rm_curve}, fp_rm)
+        stages["rm_curve"] = run_stage(run_dir / "rm_curve", fp_curve, lambda d: _rm_curve(cfg, rcfg, prefs_dir, d))
+
+    # 8. best-of-n with the reward model, against the oracle's own choice
+    bcfg = replace(cfg.bon, model=str(run_dir / "sft" / "model"), rm=str(run_dir / "rm" / "model"),
+                   out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
+    fp_bon = fingerprint(_identity(bcfg), fp_rm)
+    stages["bon"] = run_stage(run_dir / "bon", fp_bon, lambda d: bon.run(bcfg, world))
+    evals[f"best_of_{stages['bon']['samples_per_prompt']}"] = stages["bon"]["eval"]
+
     summary = {
         "preset": cfg.preset,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine(),
         "stages": stages,
-        "models": {k: evals[k] for k in MODEL_ORDER if k in evals},
+        "models": {k: evals[k] for k in sorted(evals, key=_model_rank) if k != "fingerprint"},
     }
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
@@ -115,8 +142,34 @@ def _identity(pcfg) -> dict:
     """A training stage's keys that change its result (not progress bars, threads, resume/overwrite, out)."""
     d = to_dict(pcfg)
     for k in ("progress", "resume", "overwrite", "threads", "out"):
-        d.pop(k)
+        d.pop(k, None)
     return d
+
+
+def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
+    """Held-out accuracy against the number of labelled prompts: one comparison of two answers per prompt
+    (pairs.jsonl + its tie / both_bad labels) vs one ranking of k answers per prompt, on the same prompts."""
+    from alignkit.data.sources import load_records, write_jsonl
+    from alignkit.stages import rm
+
+    rankings = load_records(prefs_dir / "rankings.jsonl", "ranking")
+    comparisons = (load_records(prefs_dir / "pairs.jsonl", "pair") + load_records(prefs_dir / "labels.jsonl", "label"))
+    points = []
+    for n in cfg.rm_curve:
+        keep = {r["prompt"] for r in rankings[:n]}
+        for form, records in (("pairs", comparisons), ("rankings", rankings)):
+            out = stage_dir / f"{form}-{n}"
+            data = write_jsonl(stage_dir / f"{form}-{n}.jsonl", [r for r in records if r["prompt"] in keep])
+            try:
+                s = rm.run(replace(rcfg, data=str(data), out=str(out), overwrite=True, progress=False,
+                                   normalize=False))
+            except AlignkitError as e:  # e.g. a tiny subset with no usable comparison: the point is missing
+                points.append({"form": form, "prompts": len(keep), "heldout_accuracy": None, "skipped": str(e)})
+                continue
+            points.append({"form": form, "prompts": len(keep), "heldout_accuracy": s["heldout_accuracy"],
+                           "spearman_gold": s["spearman_gold"], "train_seconds": s["train_seconds"]})
+            shutil.rmtree(out / "state", ignore_errors=True)
+    return {"points": points}
 
 
 def _export_world(world, stage_dir: Path) -> dict:
@@ -164,6 +217,12 @@ def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
     return out
 
 
+def _model_rank(name: str) -> tuple[int, str]:
+    """Table order: MODEL_ORDER, with best_of_<n> for any n in best-of-16's place."""
+    key = "best_of_16" if name.startswith("best_of_") else name
+    return (MODEL_ORDER.index(key) if key in MODEL_ORDER else len(MODEL_ORDER), name)
+
+
 MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo")
 
 
@@ -176,6 +235,20 @@ def print_table(summary: dict) -> None:
           f"held-out perplexity {pre['heldout_ppl']:.2f} (uniform: vocab {pre['vocab_size']})")
     print(f"sft: {sft_s['train_examples']} demonstrations, {sft_s['steps']} steps in {sft_s['train_seconds']:.0f} s; "
           f"validation loss {sft_s['val_loss']:.3f}\n")
+    st = summary["stages"]
+    if "rm" in st:
+        r = st["rm"]
+        print(f"rm: {r['train_prompts']} ranked prompts, {r['objective']}, {r['train_seconds']:.0f} s; held-out accuracy "
+              f"vs the noise-free oracle {_num(r.get('heldout_accuracy'))} (one labeller: "
+              f"{_num(r.get('accuracy_ceiling'))}), Spearman with gold {_num(r.get('spearman_gold'))}")
+    for p in st.get("rm_curve", {}).get("points", []):
+        print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}")
+    if "bon" in st:
+        print("best-of-n (selected by the RM; by the oracle in brackets):")
+        for row in st["bon"]["curve"]:
+            print(f"  n={row['n']:<3} KL {row['kl']:.2f}  proxy {row['proxy_reward']:+.3f}  gold {row['gold_reward']:+.3f} "
+                  f"[{row['oracle_gold_reward']:+.3f}]  win vs sft {row['win_rate_vs_sft']:.2f}")
+        print()
     models = summary["models"]
     print(format_table(models))
     if "sft" in models and "win_rate_vs_base_zero_shot" in models["sft"]:
@@ -183,3 +256,7 @@ def print_table(summary: dict) -> None:
         lo, hi = m["win_rate_vs_base_zero_shot_ci"]
         print(f"\nsft vs base zero-shot: win rate {m['win_rate_vs_base_zero_shot']:.2f} [{lo:.2f}, {hi:.2f}]")
     print(f"wall time {summary['wall_seconds']:.0f} s — details in runs/<name>/summary.json and eval/<model>/")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

@@ -41,6 +41,20 @@ def pack_documents(docs: list[list[int]], *, block_size: int, eos_id: int) -> di
     return {"input_ids": ids, "position_ids": arange - last_start, "labels": labels}
 
 
+def pad_sequences(rows: list[list[int]], *, pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged token rows → (ids, attention_mask), both (B, max_len) long; right padding unless ``left``."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
 def pad_examples(examples: list[dict], *, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad tokenised examples (``input_ids``, ``labels`` lists) to the longest one.
 

@@ -11,6 +11,8 @@ Records stay plain dicts; this module only checks them and normalises the few sh
     label       {"prompt", "responses": [a, b], "label": "tie" | "both_bad"}
     preference  any of pair / ranking / label, told apart by their fields
     prompt      {"prompt": str | messages}                                       ppo, grpo
+    scored      {"prompt", "responses": [r0, r1, ...], "gold": [g0, g1, ...]}   reward-model evaluation
+                gold scores (numbers, one per response) from an oracle or a trusted judge
 
 Responses (completion, chosen, rejected, responses[i]) are strings or message lists. Extra fields
 (`category`, `answer`, ...) are kept untouched. Every problem raises `DataError("<where>: ...")` with a
@@ -26,7 +28,7 @@ from alignkit.errors import DataError
 
 ROLES = ("system", "user", "assistant")
 LABELS = ("tie", "both_bad")
-KINDS = ("text", "chat", "pair", "ranking", "label", "preference", "prompt")
+KINDS = ("text", "chat", "pair", "ranking", "label", "preference", "prompt", "scored")
 
 # The fields that tell the preference forms apart.
 _KEY_FIELDS = {"pair": ("chosen", "rejected"), "ranking": ("ranking",), "label": ("label",)}
@@ -38,6 +40,7 @@ _NEEDS = {
     "ranking": "ranking records need prompt, responses, ranking",
     "label": "label records need prompt, responses, label",
     "prompt": "prompt records need prompt",
+    "scored": "scored records need prompt, responses, gold",
 }
 
 
@@ -183,6 +186,17 @@ def _check_prompt(r: dict, where: str) -> None:
     _check_prompt_value(_require(r, "prompt", "prompt", where), where)
 
 
+def _check_scored(r: dict, where: str) -> None:
+    _check_prompt_value(_require(r, "prompt", "scored", where), where)
+    n = _check_responses(_require(r, "responses", "scored", where), where)
+    gold = _require(r, "gold", "scored", where)
+    if not isinstance(gold, list) or len(gold) != n:
+        _fail(where, "gold", f"is {_show(gold)} (expected a list of {n} numbers, one per response)")
+    for g in gold:
+        if not _is_number(g) or not math.isfinite(g):
+            _fail(where, "gold", f"has {_show(g)} (expected finite numbers)")
+
+
 _CHECKS = {
     "text": _check_text,
     "chat": _check_chat,
@@ -191,6 +205,7 @@ _CHECKS = {
     "label": _check_label,
     "preference": _check_preference,
     "prompt": _check_prompt,
+    "scored": _check_scored,
 }
 
 

@@ -91,3 +91,18 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, generat
 
 def _name(tokenizer: PreTrainedTokenizerBase) -> str:
     return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
+
+def render_response(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], response: str | list[dict], *,
+                    max_length: int | None = None) -> list[int]:
+    """Token ids of prompt (user) + response (assistant) as one finished conversation, ending at the
+    template's end-of-turn token: what a reward model scores (its read-out is the last of these tokens).
+
+    Trailing template whitespace is dropped, so a sampled reply that stopped at its end token and the same
+    reply rendered from text give the same ids. `max_length` keeps the first `max_length` tokens.
+    """
+    from alignkit.data.formats import as_messages
+
+    messages = as_messages(prompt, "user") + as_messages(response, "assistant")
+    ids = tokenizer(_render(tokenizer, messages).rstrip(), add_special_tokens=False)["input_ids"]
+    return list(ids[:max_length] if max_length is not None else ids)

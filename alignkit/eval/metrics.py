@@ -95,3 +95,30 @@ def category_rates(categories: Sequence[str], judgements: Sequence) -> dict:
     out = {name: rate(cats, "refused" if name == "over_refusal" else "correct") for name, cats in RATE_GROUPS.items()}
     out["proper_ending"] = mean(float(j.proper_ending) for j in judgements) if judgements else None
     return out
+
+
+def average_ranks(values: list[float]) -> list[float]:
+    """Ranks 1..n of ``values``, ties sharing their average rank (as Spearman's ρ needs)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation: Pearson's r of the average ranks; None when either side is constant."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs equal lengths, got {len(x)} and {len(y)}")
+    rx, ry = average_ranks(x), average_ranks(y)
+    n = len(x)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else None

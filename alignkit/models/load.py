@@ -67,7 +67,7 @@ def load_model(
     when the tokenizer has it, `<|end|>`. The model is in eval mode.
     """
     path = Path(path)
-    _check_model_dir(path)
+    check_model_dir(path)
     torch_dtype = _parse_dtype(dtype, path)
     _check_device(device)
 
@@ -98,7 +98,7 @@ def load_model(
     return model, tokenizer
 
 
-def _check_model_dir(path: Path) -> None:
+def check_model_dir(path: Path) -> None:
     if not path.exists():
         raise AlignkitError(f"model directory {path} does not exist")
     if not path.is_dir():

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from alignkit.data.collators import pad_sequences
 from alignkit.errors import AlignkitError
 from alignkit.rollout.types import Samples
 
@@ -65,7 +66,7 @@ def sample(
         with torch.no_grad(), seeded(seed, device):
             for start in starts:
                 # left padding: a decoder-only model continues every row from the same right edge
-                input_ids, attention_mask = _pad(prompt_tokens[start : start + batch_size], pad_id, left=True)
+                input_ids, attention_mask = pad_sequences(prompt_tokens[start : start + batch_size], pad_id=pad_id, left=True)
                 n_prompt = input_ids.shape[1]
                 criteria = StoppingCriteriaList([_StopStrings(tokenizer, stops, n_prompt)] if stops else [])
                 out = model.generate(
@@ -81,8 +82,8 @@ def sample(
     cut = [_cut(tokenizer, ids, eos_ids, stops) for ids in completions]
     texts = [text for _, text, _ in cut]
     finished = [done for _, _, done in cut]
-    prompt_ids, prompt_mask = _pad(prompt_tokens, pad_id, left=True)
-    completion_ids, completion_mask = _pad([ids for ids, _, _ in cut], pad_id, left=False)
+    prompt_ids, prompt_mask = pad_sequences(prompt_tokens, pad_id=pad_id, left=True)
+    completion_ids, completion_mask = pad_sequences([ids for ids, _, _ in cut], pad_id=pad_id)
     return Samples(
         prompts=list(prompts),
         texts=texts,
@@ -212,17 +213,3 @@ def _cut(tokenizer, ids: list[int], eos_ids: list[int], stops: list[str]) -> tup
                 lo = mid + 1
         ids, text, finished = ids[:lo], text[:pos], True
     return ids, text, finished
-
-
-def _pad(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ragged rows → (ids, mask), both (B, max_len) long; padding on the left or the right."""
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if not row:
-            continue
-        span = slice(width - len(row), width) if left else slice(0, len(row))
-        ids[i, span] = torch.tensor(row, dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask

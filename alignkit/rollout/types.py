@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -30,3 +31,16 @@ class Samples:
     @property
     def completion_lengths(self) -> Tensor:  # (B,) number of completion tokens, eos included
         return self.completion_mask.sum(dim=1)
+
+    def select(self, rows: list[int]) -> Samples:
+        """The samples at ``rows``, in that order (e.g. the best of each group of n)."""
+        index = torch.tensor(rows, dtype=torch.long)
+        return Samples(
+            prompts=[self.prompts[i] for i in rows],
+            texts=[self.texts[i] for i in rows],
+            prompt_ids=self.prompt_ids[index],
+            prompt_mask=self.prompt_mask[index],
+            completion_ids=self.completion_ids[index],
+            completion_mask=self.completion_mask[index],
+            finished=[self.finished[i] for i in rows],
+        )

@@ -2,8 +2,13 @@
 
 A stage supplies ``micro_batches(step)`` — the micro-batches of optimizer step ``step``, a pure
 function of the step so that a resumed run sees exactly the data an uninterrupted one would — and
-``evaluate()``. The loop does gradient accumulation normalised by the step's global target count,
-clipping, the LR schedule, metrics.jsonl, the progress bar and atomic, resumable checkpoints.
+``evaluate()``. The loop does gradient accumulation normalised by the step's global count of what the
+loss averages over (target tokens for language modelling, prompts for the reward model), clipping, the
+LR schedule, metrics.jsonl, the progress bar and atomic, resumable checkpoints.
+
+``loss_fn(model, micro_batch, normalizer) -> (loss, metrics)`` returns this micro-batch's share of the
+step's loss (its sum divided by the step's ``normalizer``), so the shares add up to the step's mean;
+``metrics["log"]``, if present, holds more such shares (e.g. accuracy), summed and logged the same way.
 """
 
 from __future__ import annotations
@@ -55,9 +60,12 @@ def mean_nll(model: torch.nn.Module, batches: Iterable[dict], device: torch.devi
 def train_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                micro_batches: Callable[[int], list[dict]], evaluate: Callable[[], dict], cfg: Any,
                out_dir: Path, prefix: str, device: torch.device,
-               loss_fn: Callable = lm_forward_loss, stop_after: int | None = None) -> LoopResult:
+               loss_fn: Callable = lm_forward_loss, count_fn: Callable[[dict], int] | None = None,
+               stop_after: int | None = None) -> LoopResult:
     """Train ``model`` for ``cfg.max_steps`` optimizer steps (``cfg`` also gives grad_clip, eval_every,
-    save_every, resume, progress, dtype). Writes ``out_dir/metrics.jsonl`` and ``out_dir/state/``."""
+    save_every, resume, progress, dtype). ``count_fn(micro_batch)`` gives the micro-batch's summand of the
+    step's normalizer (default: its target tokens). Writes ``out_dir/metrics.jsonl`` and ``out_dir/state/``."""
+    count_fn = count_fn or (lambda mb: count_targets(mb["labels"]))
     state_dir = out_dir / "state"
     step, tokens_seen, seconds_before = 0, 0, 0.0
     ckpt = latest_state(state_dir) if cfg.resume else None
@@ -79,13 +87,15 @@ def train_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, sche
                 return LoopResult(step, tokens_seen, seconds_before + time.perf_counter() - start, last_eval, True)
             t0 = time.perf_counter()
             batches = [{k: v.to(device) for k, v in mb.items()} for mb in micro_batches(step)]
-            normalizer = max(1, sum(count_targets(mb["labels"]) for mb in batches))
-            nll_sum = 0.0
+            normalizer = max(1, sum(count_fn(mb) for mb in batches))
+            step_loss, logged = 0.0, {}
             for mb in batches:
                 with autocast:
                     loss, m = loss_fn(model, mb, normalizer)
                 loss.backward()
-                nll_sum += float(m["nll_sum"])
+                step_loss += float(loss.detach())
+                for k, v in m.get("log", {}).items():
+                    logged[k] = logged.get(k, 0.0) + float(v)
                 tokens_seen += mb["input_ids"].numel()
             grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
                          else _grad_norm(model))
@@ -97,7 +107,7 @@ def train_loop(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, sche
 
             dt = time.perf_counter() - t0
             n_tok = sum(mb["input_ids"].numel() for mb in batches)
-            row = {f"{prefix}/loss": nll_sum / normalizer, f"{prefix}/lr": lr,
+            row = {f"{prefix}/loss": step_loss, **{f"{prefix}/{k}": v for k, v in logged.items()}, f"{prefix}/lr": lr,
                    f"{prefix}/grad_norm": float(grad_norm), f"{prefix}/tokens_per_s": n_tok / dt,
                    f"{prefix}/tokens_seen": tokens_seen}
             if step % cfg.eval_every == 0 or step == cfg.max_steps:

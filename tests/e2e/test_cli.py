@@ -13,6 +13,8 @@ EVAL_KEYS = {"win_rate_vs_sft", "win_rate_ci", "gold_reward", "rates", "per_cate
              "mean_length", "n_prompts"}
 RATE_KEYS = {"helpful", "honest", "harmless", "over_refusal", "proper_ending"}
 SFT_KEYS = {"val_loss", "train_examples", "steps", "train_seconds"}
+RM_KEYS = {"heldout_accuracy", "accuracy_ceiling", "spearman_gold", "train_seconds", "val_accuracy", "normalization"}
+BON_ROW_KEYS = {"n", "kl", "proxy_reward", "gold_reward", "win_rate_vs_sft", "win_rate_ci", "oracle_gold_reward"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,10 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
                  "pretrain/metrics.jsonl", "pretrain/summary.json", "pretrain/config.yaml", "pretrain/state/latest",
                  "sft/model/model.safetensors", "sft/summary.json", "sft/metrics.jsonl", "eval/summary.json",
                  "eval/sft/summary.json", "eval/sft/samples.jsonl", "eval/base_zero_shot/samples.jsonl",
-                 "eval/base_few_shot/summary.json"]:
+                 "eval/base_few_shot/summary.json", "prefs/rankings.jsonl", "prefs/pairs.jsonl",
+                 "prefs/labels.jsonl", "prefs/heldout.jsonl", "prefs/summary.json", "rm/model/config.json",
+                 "rm/model/model.safetensors", "rm/metrics.jsonl", "rm/summary.json", "rm_curve/summary.json",
+                 "bon/summary.json", "bon/best_of_2/samples.jsonl"]:
         assert (smoke_run / path).exists(), path
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
@@ -43,6 +48,13 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
         assert RATE_KEYS == model["rates"].keys()
         lo, hi = model["win_rate_ci"]
         assert 0 <= lo <= model["win_rate_vs_sft"] <= hi <= 1
+    assert RM_KEYS <= summary["stages"]["rm"].keys()
+    assert [row["n"] for row in summary["stages"]["bon"]["curve"]] == [1, 2]
+    assert BON_ROW_KEYS <= summary["stages"]["bon"]["curve"][0].keys()
+    assert EVAL_KEYS <= summary["models"]["best_of_2"].keys()
+    assert list(summary["models"]) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2"]
+    for kind, name in (("ranking", "rankings"), ("pair", "pairs"), ("label", "labels"), ("scored", "heldout")):
+        load_records(smoke_run / "prefs" / f"{name}.jsonl", kind)  # every record follows the schema
     assert summary["models"]["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
     assert summary["models"]["sft"]["kl_to_sft"] == 0.0
 
@@ -52,7 +64,7 @@ def test_second_run_skips_unchanged_stages(smoke_run, capsys):
     before = (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capsys.readouterr().err
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval"):
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "bon"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 

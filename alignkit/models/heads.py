@@ -1,0 +1,165 @@
+"""Scalar heads on a causal-LM backbone: the reward model (and, later, the value model).
+
+A reward model is a Hugging Face ``*ForSequenceClassification`` model with one label: the causal LM's
+transformer (``model.base_model``) and a linear ``score`` head (hidden → 1, no bias) on its last hidden
+states. It is saved with ``save_pretrained`` (config.json + model.safetensors holding backbone and head,
+plus the tokenizer), so it loads without alignkit:
+
+    AutoModelForSequenceClassification.from_pretrained("runs/demo/rm/model")
+
+alignkit reads the head at the **last real token** of prompt + response, located from the attention
+mask, so left and right padding give the same scores (transformers' own ``forward`` finds it from the
+pad id instead, which agrees whenever the pad id is distinct from every real token, as alignkit ensures).
+
+After training the reward is normalised: ``normalized = gain · raw + bias`` so that samples of the
+reference (SFT) policy score mean 0 and std 1 (Ziegler et al. 2019, arXiv 1909.08593; OpenAI
+lm-human-preferences ``normalize_after``). gain and bias are stored in config.json as
+``reward_normalization`` and applied by :func:`reward_scores` (``normalized=True``).
+
+The head of a new reward model is drawn from N(0, 1/√(d+1)) as in OpenAI's lm-human-preferences; a value
+head starts at zero (so the first value estimates are 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from alignkit.errors import AlignkitError
+
+NORMALIZATION_KEY = "reward_normalization"
+
+
+def new_scalar_model(backbone_dir: str | Path, *, head_init: str = "reward", seed: int = 0,
+                     device: str = "cpu") -> tuple[PreTrainedModel, object]:
+    """A causal-LM directory (e.g. the SFT model) → (sequence-classification model with one output, tokenizer).
+
+    head_init: "reward" — N(0, 1/√(d+1)); "zero" — all zeros (value heads). The backbone weights are the
+    causal LM's; its unembedding is dropped.
+    """
+    from alignkit.models.load import check_model_dir
+
+    check_model_dir(Path(backbone_dir))
+    tokenizer = AutoTokenizer.from_pretrained(backbone_dir, local_files_only=True)
+    with _quiet_transformers():  # "score.weight newly initialised" is the point here, not a warning
+        model = AutoModelForSequenceClassification.from_pretrained(backbone_dir, num_labels=1, local_files_only=True)
+    _prepare_tokenizer(model, tokenizer)
+    d = model.score.weight.shape[1]
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if head_init == "zero":
+            model.score.weight.zero_()
+        else:
+            model.score.weight.normal_(0.0, 1 / math.sqrt(d + 1))
+    model.config.problem_type = "regression"
+    return model.to(device).eval(), tokenizer
+
+
+def load_scalar_model(path: str | Path, *, device: str = "cpu") -> tuple[PreTrainedModel, object]:
+    """A reward-model directory written by alignkit (or any one-label sequence-classification model)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise AlignkitError(f"{path} is not a reward-model directory (no config.json); train one with `alignkit rm`")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if getattr(config, "num_labels", None) != 1 or not any(a.endswith("ForSequenceClassification")
+                                                         for a in (config.architectures or [])):
+        raise AlignkitError(f"{path} holds a {config.architectures} model, not a reward model "
+                            "(a *ForSequenceClassification with one label, as `alignkit rm` writes)")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+    _prepare_tokenizer(model, tokenizer)
+    return model.to(device).eval(), tokenizer
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """(B, T) mask → (B,) index of the rightmost real token (works for left and right padding)."""
+    positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=1)
+
+
+def scalar_outputs(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The head at every position: (B, T) fp32. Position ids count real tokens, so padding does not shift them."""
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state
+    return model.score(hidden).squeeze(-1).float()
+
+
+def reward_scores(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, *,
+                  normalized: bool = False) -> Tensor:
+    """r(x, y) read at the last real token of each row: (B,) fp32; optionally with the stored normalisation."""
+    values = scalar_outputs(model, input_ids, attention_mask)
+    scores = values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
+    if normalized:
+        gain, bias = normalization(model)
+        scores = gain * scores + bias
+    return scores
+
+
+def normalization(model: PreTrainedModel) -> tuple[float, float]:
+    """(gain, bias) stored with the model; (1, 0) when it was never normalised."""
+    norm = getattr(model.config, NORMALIZATION_KEY, None) or {}
+    return float(norm.get("gain", 1.0)), float(norm.get("bias", 0.0))
+
+
+def set_normalization(model: PreTrainedModel, raw_scores: Tensor, *, target_mean: float = 0.0,
+                      target_std: float = 1.0) -> dict:
+    """Choose gain and bias so that ``raw_scores`` (reference-policy samples) map to the target mean and std."""
+    mean, std = float(raw_scores.mean()), float(raw_scores.std())
+    gain = target_std / max(std, 1e-6)
+    norm = {"gain": gain, "bias": target_mean - gain * mean, "raw_mean": mean, "raw_std": std,
+            "n_samples": int(raw_scores.numel())}
+    setattr(model.config, NORMALIZATION_KEY, norm)
+    return norm
+
+
+def _prepare_tokenizer(model: PreTrainedModel, tokenizer) -> None:
+    """Distinct pad token and a chat template, as for causal LMs; config.pad_token_id set for HF's forward."""
+    from alignkit.models.tokenizer import complete_tokenizer
+
+    complete_tokenizer(tokenizer)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+class _quiet_transformers:
+    def __enter__(self):
+        self.logger = logging.getLogger("transformers")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
+@torch.no_grad()
+def score_responses(model: PreTrainedModel, tokenizer, prompts: list, responses: list, *,
+                    max_length: int | None = None, batch_size: int = 64, normalized: bool = True) -> Tensor:
+    """r(prompt_i, response_i) for each i: (N,) fp32 on the CPU. Prompts and responses are strings or
+    message lists, rendered with :func:`alignkit.data.templates.render_response`; rows are batched by
+    length (right padding), so the order of the inputs does not change any score."""
+    from alignkit.data.collators import pad_sequences
+    from alignkit.data.templates import render_response
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    ids = [render_response(tokenizer, p, r, max_length=max_length) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = torch.zeros(len(ids))
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            input_ids, mask = pad_sequences([ids[i] for i in rows], pad_id=tokenizer.pad_token_id)
+            out[rows] = reward_scores(model, input_ids.to(device), mask.to(device), normalized=normalized).cpu()
+    finally:
+        model.train(was_training)
+    return out

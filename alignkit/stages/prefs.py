@@ -1,0 +1,139 @@
+"""Preference collection: the SFT model answers each train prompt k times, simulated labellers compare.
+
+This is the data-collection step of RLHF (InstructGPT §3.4, arXiv 2203.02155): labellers see several
+outputs of the current model for one prompt and rank them. Like a labelling interface, the stage shows
+k *distinct* answers: it samples 2k and keeps the first k distinct ones (a prompt the policy answers
+the same way every time may yield fewer; one with a single distinct answer is skipped and counted). On the built-in world the labeller is
+:class:`alignkit.world.oracle.Labeller` — gold score plus Bradley-Terry / Plackett-Luce noise, with
+"tie" and "both bad" answers — so the same responses yield
+
+- ``rankings.jsonl``  ``{prompt, responses[k], ranking, category, meta}``: a full ranking of the k responses
+  (Plackett-Luce with utilities gold / T; near-equal neighbours may be grouped as a tie);
+- ``pairs.jsonl``     ``{prompt, chosen, rejected, category, meta}``: one comparison of the first two
+  responses per prompt (an independent label, as a pairwise interface would collect);
+- ``labels.jsonl``    ``{prompt, responses[2], label, category, meta}``: those comparisons answered
+  "tie" or "both_bad";
+- ``heldout.jsonl``   ``{prompt, responses, gold, category, labeller}``: fresh samples on the held-out
+  prompts with their gold scores, to evaluate reward models against the noise-free oracle.
+
+With probability ``ideal_fraction`` the labeller also writes the ideal answer for a prompt (as human
+labellers sometimes do), and it replaces one of the first two responses — so behaviours the SFT model
+almost never shows (saying "I don't know", correcting a false premise, refusing a harmful request) can
+still be preferred. ``meta`` records how each record was produced: the sampling temperature and which
+responses the labeller wrote.
+
+    alignkit prefs model=runs/demo/sft/model out=runs/mine/prefs k=4
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from alignkit.config import PrefsConfig, dump_yaml
+from alignkit.data.sources import write_jsonl
+from alignkit.data.templates import render_prompt
+from alignkit.errors import AlignkitError
+from alignkit.rollout.sampler import sample
+from alignkit.training.checkpoint import write_json_atomic
+from alignkit.training.logging import info
+from alignkit.training.setup import prepare_out_dir, resolve_device
+from alignkit.world.oracle import Labeller
+
+
+def run(cfg: PrefsConfig, world) -> dict:
+    """Sample, label and write the preference datasets of ``world``; returns the stage summary."""
+    from alignkit.models.load import load_model
+
+    if not cfg.model:
+        raise AlignkitError("prefs needs model=DIR (the policy to compare, e.g. runs/demo/sft/model)")
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    model, tokenizer = load_model(cfg.model, device=str(device))
+    prepare_out_dir(out, resume=False, overwrite=cfg.overwrite)
+    dump_yaml(cfg, out / "config.yaml")
+    t0 = time.perf_counter()
+    labeller = Labeller(world.oracle, temperature=cfg.labeller_temperature, tie_margin=cfg.tie_margin,
+                        both_bad_threshold=cfg.both_bad_threshold, tie_prob=cfg.tie_prob, seed=cfg.seed)
+    rng = random.Random(f"alignkit-prefs:{cfg.seed}")
+
+    # 1. the policy answers every train prompt; a labelling interface shows k *distinct* answers, so
+    #    2k are sampled and the first k distinct kept (a memorised prompt may leave fewer, or only one)
+    tasks = world.tasks("train")
+    if cfg.n_prompts:
+        tasks = random.Random(cfg.seed).sample(tasks, min(cfg.n_prompts, len(tasks)))
+    groups = _sample_groups(model, tokenizer, tasks, 2 * cfg.k, cfg.temperature, cfg, seed=cfg.seed)
+
+    # 2. the labeller sometimes writes the ideal answer, then ranks the answers and compares the first two
+    rankings, pairs, labels = [], [], []
+    agree, n_strict, single = 0, 0, 0
+    for task, sampled in zip(tasks, groups):
+        responses = _distinct(sampled)
+        written = []
+        if rng.random() < cfg.ideal_fraction:
+            i = rng.randrange(min(2, len(responses) + 1))
+            responses = _distinct(responses[:i] + [task.ideal] + responses[i + 1:])
+            written = [responses.index(task.ideal)]
+        responses = responses[:cfg.k]
+        if len(responses) < 2:
+            single += 1
+            continue
+        meta = {"temperature": cfg.temperature, "labeller_written": written}
+        base = {"prompt": task.prompt, "category": task.category}
+        rankings.append({**base, "responses": responses, "ranking": labeller.rank(task, responses, rng), "meta": meta})
+        a, b = responses[0], responses[1]
+        verdict = labeller.compare(task, a, b, rng)
+        if verdict in ("a", "b"):
+            chosen = 0 if verdict == "a" else 1
+            pairs.append({**base, "chosen": responses[chosen], "rejected": responses[1 - chosen],
+                          "meta": {**meta, "labeller_written": [("chosen" if i == chosen else "rejected")
+                                                                for i in written if i < 2]}})
+            gap = world.oracle.score(task, a) - world.oracle.score(task, b)
+            if abs(gap) > cfg.tie_margin:
+                n_strict += 1
+                agree += (gap > 0) == (verdict == "a")
+        else:
+            labels.append({**base, "responses": [a, b], "label": verdict, "meta": meta})
+
+    # 3. held-out samples with gold scores (the policy's own temperature), for reward-model evaluation
+    heldout = []
+    if cfg.heldout_k:
+        held_tasks = world.tasks("heldout")
+        held = _sample_groups(model, tokenizer, held_tasks, cfg.heldout_k, cfg.heldout_temperature, cfg,
+                              seed=cfg.seed + 1)
+        heldout = [{"prompt": t.prompt, "category": t.category, "responses": rs,
+                    "gold": [world.oracle.score(t, r) for r in rs],
+                    "labeller": {"temperature": cfg.labeller_temperature, "tie_margin": cfg.tie_margin}}
+                   for t, rs in zip(held_tasks, held)]
+
+    files = {"rankings": rankings, "pairs": pairs, "labels": labels, "heldout": heldout}
+    for name, records in files.items():
+        write_jsonl(out / f"{name}.jsonl", records)
+    summary = {
+        "prompts": len(tasks), "prompts_with_one_answer": single, "k": cfg.k, "temperature": cfg.temperature,
+        "records": {name: len(records) for name, records in files.items()},
+        "label_counts": {v: sum(r["label"] == v for r in labels) for v in ("tie", "both_bad")},
+        "labeller_written": sum(bool(r["meta"]["labeller_written"]) for r in rankings),
+        # how often a pair label agrees with the noise-free preference (pairs the oracle does not call a tie)
+        "pair_label_accuracy": agree / n_strict if n_strict else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    info(f"prefs: {len(rankings)} rankings of {cfg.k}, {len(pairs)} pairs, {len(labels)} tie/both_bad labels, "
+         f"{len(heldout)} held-out groups in {summary['seconds']:.0f}s")
+    return summary
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+def _sample_groups(model, tokenizer, tasks: list, k: int, temperature: float, cfg: PrefsConfig, *,
+                   seed: int) -> list[list[str]]:
+    """k responses per task (chat template), as k lists of strings per task."""
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": t.prompt}]) for t in tasks]
+    samples = sample(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens=cfg.max_new_tokens,
+                     temperature=temperature, batch_size=cfg.batch_size, seed=seed, show_progress=cfg.progress)
+    texts = [t.strip() for t in samples.texts]
+    return [texts[i * k:(i + 1) * k] for i in range(len(tasks))]

@@ -1,0 +1,247 @@
+"""Reward modelling: a scalar score r_φ(x, y) learned from human comparisons.
+
+Every preference record becomes one group — a prompt, its responses, and each response's place in the
+best → worst order (equal places = tied):
+
+    pair     {prompt, chosen, rejected, margin?}  → 2 responses, places [0, 1]
+    ranking  {prompt, responses, ranking}          → k responses, places from the ranking ([2, [0, 1], 3])
+    label    {prompt, responses, label: tie}       → places [0, 0]; ``both_bad`` is dropped or a tie (config)
+
+and the loss is taken per group, over one forward pass per response (never one per pair):
+
+    plackett_luce  -log Π_k exp r_τ(k) / Σ_{j ≥ k} exp r_τ(j)      listwise (Plackett 1975; Luce 1959),
+                   tied groups by Breslow's rule; K = 2 is Bradley-Terry
+    all_pairs      mean over the C(K, 2) pairs of -log σ(r_w - r_l - m)   (InstructGPT eq. 1, arXiv 2203.02155);
+                   tied pairs by the Rao-Kupper or Davidson tie model
+    + center_coef · (2 · mean_k r_k)²                                   (Eisenstein et al., arXiv 2312.09244)
+
+The backbone is a causal LM (the SFT model by default), the head a linear layer read at the last real
+token (``alignkit/models/heads.py``). After training the reward is normalised to mean 0, std 1 on the
+policy's own responses, and — given ``eval_data`` with gold scores — evaluated against the noise-free
+preference (``alignkit/eval/rm.py``). Same engine as SFT: accumulation normalised by the step's prompt
+count, warm-up + cosine, metrics.jsonl, atomic checkpoints, exact resume.
+
+Deliberate simplifications: the tokenised dataset is held in memory; sequences longer than
+``max_length`` are cut at the end (so their read-out is not the end-of-turn token).
+
+    alignkit rm model=runs/demo/sft/model data=runs/demo/prefs/rankings.jsonl out=runs/mine/rm
+    alignkit rm model=my-sft data=pairs.jsonl,rankings.jsonl objective=all_pairs tie_model=davidson
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from alignkit.config import RMConfig, dump_yaml
+from alignkit.data.collators import pad_sequences
+from alignkit.data.formats import preference_kind, ranking_groups
+from alignkit.data.sources import load_records
+from alignkit.data.templates import render_response
+from alignkit.errors import AlignkitError
+from alignkit.losses.reward import all_pairs, centering, plackett_luce
+from alignkit.models.heads import new_scalar_model, reward_scores, score_responses, set_normalization
+from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.training.logging import info
+from alignkit.training.loop import train_loop
+from alignkit.training.optim import build_optimizer, build_scheduler
+from alignkit.training.order import EpochOrder
+from alignkit.training.setup import prepare_out_dir, resolve_device
+
+OBJECTIVES = {"plackett_luce": plackett_luce, "all_pairs": all_pairs}
+
+
+@dataclass
+class Group:
+    """One prompt's comparisons, tokenised."""
+    input_ids: list[list[int]]   # K rows: prompt + response i
+    places: list[int]            # K: 0 = best; equal places are tied
+    margin: float                # for pair records with a `margin` (0 otherwise)
+
+
+def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
+    """Train a reward model on ``cfg.data``; returns (and writes) the stage summary."""
+    if not cfg.model:
+        raise AlignkitError("rm needs model=DIR (the backbone, a causal-LM dir such as runs/demo/sft/model)")
+    if not cfg.data:
+        raise AlignkitError("rm needs data=FILE (pairs, rankings or tie labels; several files separated by commas)")
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    records = load_preferences(cfg.data)  # bad data fails here, before anything is written
+    eval_records = load_records(cfg.eval_data, "scored") if cfg.eval_data else []
+    model, tokenizer = new_scalar_model(cfg.model, seed=cfg.seed, device=str(device))
+    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    # 1. data: records → groups of tokenised responses with their places; train / validation split
+    groups = [g for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
+    if len(groups) < 2:
+        raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels "
+                            "count only with both_bad=tie, tie labels only with a tie_model)")
+    order = list(range(len(groups)))
+    random.Random(cfg.seed).shuffle(order)
+    n_val = max(1, round(len(groups) * cfg.heldout_fraction))
+    val = [groups[i] for i in order[:n_val]]
+    train = [groups[i] for i in order[n_val:]]
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / per_step))
+    cfg = replace(cfg, max_steps=steps)
+    n_seqs = sum(len(g.places) for g in train)
+    info(f"rm: {len(train)} train / {len(val)} validation prompts, {n_seqs:,} responses; {steps} steps")
+    dump_yaml(cfg, out / "config.yaml")
+
+    # 2. optimisation on the shared loop: one step = batch_size · grad_accum prompts
+    pad_id = tokenizer.pad_token_id
+    stream = EpochOrder(len(train), seed=cfg.seed)
+    objective = _objective(cfg)
+
+    def micro_batches(step: int) -> list[dict]:
+        first = step * per_step
+        return [collate([train[int(i)] for i in stream.indices(first + k * cfg.batch_size, cfg.batch_size)], pad_id)
+                for k in range(cfg.grad_accum)]
+
+    def loss_fn(model, batch: dict, normalizer: float):
+        rewards = group_rewards(model, batch)
+        loss, m = objective(rewards, batch["places"], batch["margin"])
+        if cfg.center_coef:
+            loss = loss + centering(rewards, batch["places"] >= 0, coef=cfg.center_coef)[0]
+        share = batch["places"].size(0) / normalizer  # this micro-batch's part of the step's mean over prompts
+        return loss * share, {"log": {"accuracy": float(m["accuracy"]) * share}}
+
+    def evaluate() -> dict:
+        loss, acc = validate(model, val, objective, pad_id, cfg.batch_size)
+        return {"rm/val_loss": loss, "rm/val_accuracy": acc}
+
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, warmup_steps=cfg.warmup_steps, max_steps=steps,
+                                min_lr_ratio=cfg.min_lr_ratio)
+    result = train_loop(model=model, optimizer=optimizer, scheduler=scheduler, micro_batches=micro_batches,
+                        evaluate=evaluate, cfg=cfg, out_dir=out, prefix="rm", device=device, loss_fn=loss_fn,
+                        count_fn=lambda b: b["places"].size(0), stop_after=stop_after)
+    if result.stopped_early:
+        return {}
+    final = result.last_eval or evaluate()
+
+    # 3. normalise on the policy's own responses, evaluate against gold, save
+    summary = {"val_accuracy": final["rm/val_accuracy"], "val_loss": final["rm/val_loss"],
+               "train_prompts": len(train), "train_responses": n_seqs, "steps": result.step,
+               "objective": cfg.objective, "tie_model": cfg.tie_model,
+               "train_seconds": round(result.train_seconds, 2), "device": str(device)}
+    norm_source = eval_records or records
+    prompts = [r["prompt"] for r in norm_source for _ in _responses(r)]
+    responses = [x for r in norm_source for x in _responses(r)]
+    raw = score_responses(model, tokenizer, prompts, responses, max_length=cfg.max_length,
+                          batch_size=cfg.eval_batch_size, normalized=False)
+    if cfg.normalize:
+        summary["normalization"] = set_normalization(model, raw)
+    if eval_records:
+        summary.update(evaluate_gold(eval_records, raw))
+        info(f"rm: held-out accuracy vs gold {summary['heldout_accuracy']:.3f} "
+             f"(labeller ceiling {summary['accuracy_ceiling'] or float('nan'):.3f}), "
+             f"Spearman {summary['spearman_gold'] or float('nan'):.3f}")
+    save_pretrained_atomic(model, tokenizer, out / "model")
+    write_json_atomic(out / "summary.json", summary)
+    info(f"rm: validation accuracy {summary['val_accuracy']:.3f} after {result.step} steps "
+         f"in {summary['train_seconds']:.0f}s")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+def load_preferences(data: str) -> list[dict]:
+    """Preference records from one or more files (comma-separated), in order."""
+    return [r for path in data.split(",") if path.strip() for r in load_records(path.strip(), "preference")]
+
+
+def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | None:
+    """A validated preference record → a tokenised group; None when the config drops it."""
+    kind = preference_kind(record)
+    if kind == "pair":
+        responses, places = [record["chosen"], record["rejected"]], [0, 1]
+    elif kind == "ranking":
+        responses = record["responses"]
+        places = [0] * len(responses)
+        for place, tied in enumerate(ranking_groups(record["ranking"])):
+            for i in tied:
+                places[i] = place
+    else:
+        if record["label"] == "both_bad" and cfg.both_bad == "drop":
+            return None
+        responses, places = record["responses"], [0] * len(record["responses"])
+    if len(set(places)) == 1 and cfg.tie_model == "none":
+        return None  # nothing but ties, and ties carry no information without a tie model
+    margin = float(record.get("margin") or 0.0) if cfg.use_margin else 0.0
+    ids = [render_response(tokenizer, record["prompt"], r, max_length=cfg.max_length) for r in responses]
+    return Group(ids, places, margin)
+
+
+def collate(groups: list[Group], pad_id: int) -> dict:
+    """Groups → one right-padded batch of every response, plus where each sits in the (B, K) reward grid."""
+    rows = [ids for g in groups for ids in g.input_ids]
+    input_ids, attention_mask = pad_sequences(rows, pad_id=pad_id)
+    k = max(len(g.places) for g in groups)
+    places = torch.full((len(groups), k), -1, dtype=torch.long)   # (B, K): -1 = no response there
+    for b, g in enumerate(groups):
+        places[b, :len(g.places)] = torch.tensor(g.places)
+    group = torch.tensor([b for b, g in enumerate(groups) for _ in g.places])          # (N,)
+    slot = torch.tensor([i for g in groups for i in range(len(g.places))])              # (N,)
+    margin = torch.tensor([g.margin for g in groups], dtype=torch.float32)              # (B,)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "places": places, "group": group,
+            "slot": slot, "margin": margin}
+
+
+def group_rewards(model, batch: dict) -> torch.Tensor:
+    """One forward pass over every response of the batch → rewards on the (B, K) grid (0 where absent)."""
+    r = reward_scores(model, batch["input_ids"], batch["attention_mask"])                 # (N,)
+    grid = r.new_zeros(batch["places"].shape)
+    return grid.index_put((batch["group"], batch["slot"]), r)
+
+
+def _objective(cfg: RMConfig):
+    if cfg.objective == "plackett_luce":
+        return lambda rewards, places, margin: plackett_luce(rewards, places)
+    tie_model = None if cfg.tie_model == "none" else cfg.tie_model
+    return lambda rewards, places, margin: all_pairs(rewards, places, margin=margin, tie_model=tie_model)
+
+
+@torch.no_grad()
+def validate(model, groups: list[Group], objective, pad_id: int, batch_size: int) -> tuple[float, float]:
+    """Mean loss and pairwise accuracy (against the noisy labels) over held-out groups."""
+    device = next(model.parameters()).device
+    model.eval()
+    loss_sum, acc_sum, n = 0.0, 0.0, 0
+    for start in range(0, len(groups), batch_size):
+        chunk = groups[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        loss, m = objective(group_rewards(model, batch), batch["places"], batch["margin"])
+        loss_sum += float(loss) * len(chunk)
+        acc_sum += float(m["accuracy"]) * len(chunk)
+        n += len(chunk)
+    return loss_sum / n, acc_sum / n
+
+
+def evaluate_gold(records: list[dict], raw_scores: torch.Tensor) -> dict:
+    """Accuracy against the gold preference of ``records`` ({prompt, responses, gold}) given their scores."""
+    from alignkit.eval.rm import gold_agreement
+
+    scores, start = [], 0
+    for r in records:
+        scores.append(raw_scores[start:start + len(r["responses"])].tolist())
+        start += len(r["responses"])
+    labeller = records[0].get("labeller") or {}
+    return gold_agreement(scores, [r["gold"] for r in records], categories=[r.get("category", "all") for r in records],
+                          tie_margin=labeller.get("tie_margin", 0.0),
+                          labeller_temperature=labeller.get("temperature"))
+
+
+def _responses(record: dict) -> list:
+    if "chosen" in record and record.get("chosen") is not None:
+        return [record["chosen"], record["rejected"]]
+    return list(record["responses"])

@@ -30,8 +30,6 @@ Deliberate simplifications: the tokenised dataset is held in memory; sequences l
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,7 +47,7 @@ from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atom
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.order import EpochOrder
+from alignkit.training.order import EpochOrder, split_heldout, steps_for
 from alignkit.training.setup import prepare_out_dir, resolve_device
 
 OBJECTIVES = {"plackett_luce": plackett_luce, "all_pairs": all_pairs}
@@ -84,13 +82,9 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
     if len(groups) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels "
                             "count only with both_bad=tie, tie labels only with a tie_model)")
-    order = list(range(len(groups)))
-    random.Random(cfg.seed).shuffle(order)
-    n_val = max(1, round(len(groups) * cfg.heldout_fraction))
-    val = [groups[i] for i in order[:n_val]]
-    train = [groups[i] for i in order[n_val:]]
+    train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed)
     per_step = cfg.batch_size * cfg.grad_accum
-    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / per_step))
+    steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
     n_seqs = sum(len(g.places) for g in train)
     info(f"rm: {len(train)} train / {len(val)} validation prompts, {n_seqs:,} responses; {steps} steps")

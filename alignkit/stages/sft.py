@@ -20,8 +20,6 @@ Deliberate simplifications: the tokenised dataset is held in memory; examples lo
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atom
 from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.order import EpochOrder
+from alignkit.training.order import EpochOrder, split_heldout, steps_for
 from alignkit.training.setup import prepare_out_dir, resolve_device
 
 
@@ -60,13 +58,9 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     examples = [e for e in examples if any(label >= 0 for label in e["labels"])]
     if len(examples) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 examples with assistant tokens within max_length")
-    order = list(range(len(examples)))
-    random.Random(cfg.seed).shuffle(order)
-    n_val = max(1, round(len(examples) * cfg.heldout_fraction))
-    val = [examples[i] for i in order[:n_val]]
-    train = [examples[i] for i in order[n_val:]]
+    train, val = split_heldout(examples, cfg.heldout_fraction, seed=cfg.seed)
     per_step = cfg.batch_size * cfg.grad_accum
-    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(train) / per_step))
+    steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
     n_targets = sum(sum(label >= 0 for label in e["labels"]) for e in train)
     info(f"sft: {len(train)} train / {len(val)} validation examples, {n_targets:,} assistant tokens; {steps} steps")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from functools import lru_cache
 
 import torch
@@ -22,3 +24,16 @@ class EpochOrder:
         pos = torch.arange(first, first + count)
         epochs, offsets = pos // self.n, pos % self.n
         return torch.stack([self._perm(int(e))[int(o)] for e, o in zip(epochs, offsets)])
+
+
+def split_heldout(items: list, fraction: float, *, seed: int) -> tuple[list, list]:
+    """(train, validation): a seeded shuffle, then ``fraction`` of the items (at least one) held out."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(items) * fraction))
+    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+
+
+def steps_for(cfg, n_train: int) -> int:
+    """``cfg.max_steps``, or enough optimizer steps for ``cfg.epochs`` passes over ``n_train`` examples."""
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_train / (cfg.batch_size * cfg.grad_accum)))

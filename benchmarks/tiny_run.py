@@ -1,11 +1,14 @@
-"""Measure `alignkit run --preset tiny` from scratch against the foundation targets.
+"""Measure `alignkit run --preset tiny` from scratch against the targets so far.
 
     .venv/bin/python benchmarks/tiny_run.py            # a fresh run into runs/bench-<time>
 
-Targets (2 CPU cores, after the one-time install): the whole run (pretrain + SFT + eval) ≤ 540 s;
+Targets (2 CPU cores, after the one-time install): the whole run (pretrain, SFT, eval, preferences,
+reward model and its curve, best-of-n) ≤ 660 s;
 held-out perplexity below 5 % of the vocabulary size; on fact + arithmetic prompts the base model's
 few-shot gold reward clearly above zero-shot; SFT's win rate vs the base model zero-shot ≥ 0.8 and its
-helpful accuracy clearly above the base model's few-shot accuracy.
+helpful accuracy clearly above the base model's few-shot accuracy; the reward model's held-out
+accuracy against the noise-free oracle ≥ 0.85; rankings at half the labelled prompts at least as
+accurate as pairs at all of them; best-of-16 above SFT on gold reward.
 Exits 1 when a target is missed. Timing is noisy on shared machines: run it a few times and take the
 median.
 """
@@ -18,14 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-WALL_TARGET_S = 540.0
+WALL_TARGET_S = 660.0
 
 
 def main() -> int:
     name = f"bench-{int(time.time())}"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "alignkit", "run", "--preset", "tiny", f"name={name}",
-                    "pretrain.progress=false"], check=True)
+                    "pretrain.progress=false", "sft.progress=false", "eval.progress=false", "prefs.progress=false",
+                    "rm.progress=false"], check=True)
     wall = time.perf_counter() - t0
     s = json.loads((Path("runs") / name / "summary.json").read_text())
     pre, models = s["stages"]["pretrain"], s["models"]
@@ -36,6 +40,11 @@ def main() -> int:
     zero, few = fact_arith(models["base_zero_shot"]), fact_arith(models["base_few_shot"])
     sft = models["sft"]
     sft_helpful, few_helpful = sft["rates"]["helpful"], models["base_few_shot"]["rates"]["helpful"]
+    rm_acc = s["stages"]["rm"]["heldout_accuracy"]
+    curve = {(p["form"], p["prompts"]): p["heldout_accuracy"] for p in s["stages"]["rm_curve"]["points"]}
+    most = max(n for _, n in curve)
+    half = max(n for _, n in curve if n <= most // 2)
+    bon = models["best_of_16"]["gold_reward"]
     checks = {
         f"wall {wall:.0f} s <= {WALL_TARGET_S:.0f} s": wall <= WALL_TARGET_S,
         f"perplexity {pre['heldout_ppl']:.2f} < 5% of vocab {pre['vocab_size']} = {0.05 * pre['vocab_size']:.1f}":
@@ -45,6 +54,10 @@ def main() -> int:
             sft["win_rate_vs_base_zero_shot"] >= 0.8,
         f"sft helpful {sft_helpful:.3f} > base few-shot helpful {few_helpful:.3f} + 0.05":
             sft_helpful > few_helpful + 0.05,
+        f"rm held-out accuracy vs noise-free oracle {rm_acc:.3f} >= 0.85": rm_acc >= 0.85,
+        f"rankings at {half} prompts {curve['rankings', half]:.3f} >= pairs at {most} {curve['pairs', most]:.3f}":
+            curve["rankings", half] >= curve["pairs", most],
+        f"best-of-16 gold {bon:+.3f} > sft gold {sft['gold_reward']:+.3f}": bon > sft["gold_reward"],
     }
     print(f"pretrain {pre['train_seconds']:.0f} s, {pre['tokens_seen'] / pre['train_seconds']:,.0f} tokens/s")
     for text, ok in checks.items():

@@ -97,6 +97,12 @@ def run(cfg: RunConfig) -> dict:
     stages["bon"] = run_stage(run_dir / "bon", fp_bon, lambda d: bon.run(bcfg, world))
     evals[f"best_of_{stages['bon']['samples_per_prompt']}"] = stages["bon"]["eval"]
 
+    # 9. figures: best-of-n over-optimisation, the reward model's data efficiency
+    from alignkit.eval import plots
+    plots.plot_best_of_n(stages["bon"]["curve"], stages["bon"]["sft_gold_reward"], run_dir / "best_of_n.png")
+    if "rm_curve" in stages:
+        plots.plot_rm_curve(stages["rm_curve"]["points"], run_dir / "rm_curve.png")
+
     summary = {
         "preset": cfg.preset,
         "wall_seconds": round(time.perf_counter() - start, 1),

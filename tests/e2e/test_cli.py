@@ -33,7 +33,7 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
                  "eval/base_few_shot/summary.json", "prefs/rankings.jsonl", "prefs/pairs.jsonl",
                  "prefs/labels.jsonl", "prefs/heldout.jsonl", "prefs/summary.json", "rm/model/config.json",
                  "rm/model/model.safetensors", "rm/metrics.jsonl", "rm/summary.json", "rm_curve/summary.json",
-                 "bon/summary.json", "bon/best_of_2/samples.jsonl"]:
+                 "bon/summary.json", "bon/best_of_2/samples.jsonl", "best_of_n.png", "rm_curve.png"]:
         assert (smoke_run / path).exists(), path
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()

@@ -1,0 +1,74 @@
+"""Figures of a run (PNG, matplotlib): best-of-n over-optimisation and the reward model's data efficiency.
+
+Each function takes the numbers a stage wrote to its summary.json and a path; nothing is recomputed.
+matplotlib is imported inside the functions (with the non-interactive Agg backend), so importing this
+module costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_best_of_n(curve: list[dict], sft_gold: float, path: str | Path) -> Path:
+    """Proxy (RM) and gold reward of best-of-n against the analytic KL, beside the oracle's own choice."""
+    plt = _pyplot()
+    kl = [row["kl"] for row in curve]
+    proxy = [row["proxy_reward"] for row in curve]
+    gold = [row["gold_reward"] for row in curve]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(kl, proxy, "o-", color="tab:orange", label="proxy: reward model")
+    left.set(title="What best-of-n optimises", xlabel="KL(best-of-n ‖ SFT), nats (log n − (n−1)/n)",
+             ylabel="reward-model score (normalised)")
+    right.plot(kl, gold, "o-", color="tab:blue", label="selected by the reward model")
+    right.plot(kl, [row["oracle_gold_reward"] for row in curve], "s--", color="tab:green",
+               label="selected by the oracle (ceiling)")
+    right.axhline(sft_gold, color="gray", linestyle=":", label="SFT, one sample")
+    right.set(title="What it achieves", xlabel="KL(best-of-n ‖ SFT), nats", ylabel="gold reward (oracle, −1 … 1)")
+    for ax, ys in ((left, proxy), (right, gold)):
+        for row, y in zip(curve, ys):
+            ax.annotate(f"n={row['n']}", (row["kl"], y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_rm_curve(points: list[dict], path: str | Path) -> Path:
+    """Held-out accuracy against the number of labelled prompts, one line per data form."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for form, style, label in (("pairs", "o-", "pairs (one comparison per prompt)"),
+                               ("rankings", "s-", "rankings (all answers of a prompt)")):
+        pts = sorted((p["prompts"], p["heldout_accuracy"]) for p in points
+                     if p["form"] == form and p.get("heldout_accuracy") is not None)
+        if pts:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=label)
+    ax.axhline(0.5, color="gray", linestyle=":", label="chance")
+    ax.set(title="Reward model: accuracy vs labelled prompts", xlabel="labelled prompts",
+           ylabel="held-out accuracy vs noise-free oracle")
+    ax.set_xscale("log", base=2)
+    counts = sorted({p["prompts"] for p in points})
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from alignkit.config import (
     BonConfig,
     ChatConfig,
+    DPOConfig,
     EvalConfig,
     GenerateConfig,
     PrefsConfig,
@@ -70,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_keys = preset_file(args.preset, "run")  # top-level keys of the run, e.g. rm_curve
     if run_keys.is_file():
         base.update(read_yaml(run_keys))
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon"):
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo"):
         path = preset_file(args.preset, stage)
         if path.is_file():
             base[stage] = read_yaml(path)
@@ -108,6 +109,13 @@ def cmd_rm(args: argparse.Namespace) -> None:
 
     cfg = load_config(RMConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "rm"))
     rm.run(cfg)
+
+
+def cmd_dpo(args: argparse.Namespace) -> None:
+    from alignkit.stages import dpo
+
+    cfg = load_config(DPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "dpo"))
+    dpo.run(cfg)
 
 
 def cmd_bon(args: argparse.Namespace) -> None:
@@ -227,6 +235,13 @@ def _parser() -> argparse.ArgumentParser:
                  "summary.json (resume with resume=true).")
     p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/rm.yaml")
     p.set_defaults(func=cmd_rm)
+
+    p = _command(sub, "dpo", "direct preference optimisation (DPO and its family) on pairs and rankings", DPOConfig,
+                 "Data: {prompt, chosen, rejected} and {prompt, responses, ranking} records. Reference log-probs are "
+                 "computed once and cached in out/ref_logps.pt. Writes out/model, metrics.jsonl, summary.json "
+                 "(resume with resume=true).")
+    p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/dpo.yaml")
+    p.set_defaults(func=cmd_dpo)
 
     p = _command(sub, "bon", "best-of-n: sample n responses per held-out prompt, keep the reward model's best",
                  BonConfig, "Reports proxy and gold reward, win rate vs the policy and the analytic KL for each n, "

@@ -211,6 +211,41 @@ class RMConfig(EngineConfig):
 
 
 @dataclass
+class DPOConfig(EngineConfig):
+    """Direct preference optimisation: preferences straight into the policy, no reward model."""
+    # inputs / outputs
+    model: str = param("", "HF causal-LM dir of the policy to start from (e.g. runs/demo/sft/model)")
+    ref_model: str = param("", "reference model dir (empty = `model`, the usual choice)")
+    data: str = param("", "preference records: pairs and/or rankings (JSONL, Parquet, datasets dir; several files "
+                      "separated by commas); tie and both_bad labels are skipped")
+    out: str = param("runs/dpo", "output dir: model/, state/, ref_logps.pt, metrics.jsonl, summary.json")
+    # the objective
+    loss: str = param("sigmoid", "sigmoid (DPO; cDPO with label_smoothing), robust, ipo, hinge, simpo "
+                      "(reference-free), listwise (Plackett-Luce over a ranking), all_pairs (DPO on every pair "
+                      "of a ranking); pairwise losses use every strict pair of a ranking",
+                      choices=("sigmoid", "robust", "ipo", "hinge", "simpo", "listwise", "all_pairs"))
+    beta: float = param(0.1, "β: strength of the KL regularisation (simpo: its own scale, e.g. 2.5)", gt=0)
+    label_smoothing: float = param(0.0, "ε: assumed label-flip rate (sigmoid → cDPO; robust: rDPO)", min=0, max=0.49)
+    simpo_gamma: float = param(1.375, "SimPO's target reward margin γ", min=0)
+    # data
+    max_length: int = param(256, "tokens of prompt + response (longer responses are cut at the end)", min=8)
+    heldout_fraction: float = param(0.05, "fraction of prompts held out for validation", gt=0, max=0.5)
+    # optimisation
+    batch_size: int = param(8, "prompts per micro-batch (chosen and rejected go through one forward pass)", min=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
+    epochs: float = param(2.0, "passes over the data (used when max_steps = 0)", gt=0)
+    max_steps: int = param(0, "optimizer steps (0 = from epochs)", min=0)
+    lr: float = param(5e-5, "peak learning rate (AdamW)", gt=0)
+    min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)
+    warmup_steps: int = param(10, "linear warm-up steps", min=0)
+    weight_decay: float = param(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)", min=0)
+    # bookkeeping
+    eval_every: int = param(100, "steps between validation evaluations", min=1)
+    eval_batch_size: int = param(64, "sequences per forward pass when precomputing reference log-probs", min=1)
+    seed: int = param(0, "seed for the data order", min=0)
+
+
+@dataclass
 class EvalConfig:
     """Held-out world prompts, sampled and judged by the oracle (``alignkit eval``)."""
     categories: list = param([], "task categories to evaluate (empty = all)")
@@ -282,6 +317,9 @@ class RunConfig:
     rm_curve: list = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a reward "
                            "model on pairs and one on rankings per count (empty = no curve)")
     bon: BonConfig = section(BonConfig, "best-of-n with the reward model (model, rm and eval are set by the run)")
+    dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
+    dpo_betas: list = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the reward-vs-KL "
+                            "frontier (empty = none)")
 
 
 # ----------------------------------------------------------------------------------------------------

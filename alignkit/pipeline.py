@@ -97,11 +97,23 @@ def run(cfg: RunConfig) -> dict:
     stages["bon"] = run_stage(run_dir / "bon", fp_bon, lambda d: bon.run(bcfg, world))
     evals[f"best_of_{stages['bon']['samples_per_prompt']}"] = stages["bon"]["eval"]
 
-    # 9. figures: best-of-n over-optimisation, the reward model's data efficiency
+    # 9. DPO on the same rankings (every strict pair), and a β sweep for its reward-vs-KL frontier
+    from alignkit.stages import dpo
+    for beta in [cfg.dpo.beta, *[b for b in cfg.dpo_betas if float(b) != cfg.dpo.beta]]:
+        name = "dpo" if beta == cfg.dpo.beta else f"dpo_beta_{beta}"
+        dcfg = replace(cfg.dpo, model=str(run_dir / "sft" / "model"), data=str(prefs_dir / "rankings.jsonl"),
+                       out=str(run_dir / name), beta=float(beta))
+        fp_dpo = fingerprint(_identity(dcfg), fp_sft, fp_prefs, to_dict(cfg.eval))
+        stages[name] = run_stage(run_dir / name, fp_dpo, lambda d, resume, dcfg=dcfg: _train_and_evaluate(
+            dpo.run, replace(dcfg, resume=resume, overwrite=not resume), cfg, world, run_dir), resumable=True)
+        evals[name] = stages[name]["eval"]
+
+    # 10. figures: best-of-n over-optimisation, the reward model's data efficiency, the reward-vs-KL frontier
     from alignkit.eval import plots
     plots.plot_best_of_n(stages["bon"]["curve"], stages["bon"]["sft_gold_reward"], run_dir / "best_of_n.png")
     if "rm_curve" in stages:
         plots.plot_rm_curve(stages["rm_curve"]["points"], run_dir / "rm_curve.png")
+    plots.plot_frontier(evals, run_dir / "frontier.png")
 
     summary = {
         "preset": cfg.preset,
@@ -150,6 +162,19 @@ def _identity(pcfg) -> dict:
     for k in ("progress", "resume", "overwrite", "threads", "out"):
         d.pop(k, None)
     return d
+
+
+def _train_and_evaluate(train, scfg, cfg: RunConfig, world, run_dir: Path) -> dict:
+    """Train a policy stage, then evaluate its model against SFT (win rate, rates, KL) into <out>/eval/."""
+    from alignkit.eval.harness import evaluate_dirs
+
+    summary = train(scfg)
+    if not summary:
+        return summary
+    ecfg = replace(cfg.eval, out=str(Path(scfg.out) / "eval"))
+    evaluation = evaluate_dirs(Path(scfg.out) / "model", world, ecfg, reference_dir=run_dir / "sft" / "model",
+                               reference_name="sft")
+    return {**summary, "eval": evaluation}
 
 
 def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:

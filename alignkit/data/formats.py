@@ -90,6 +90,22 @@ def to_messages(record: dict) -> list[dict]:
     return as_messages(record["prompt"], "user") + as_messages(record["completion"], "assistant")
 
 
+def comparison_places(record: dict) -> tuple[list, list[int]]:
+    """A validated preference record → (responses, places): each response's place in the best → worst
+    order, 0 = best, equal places tied. pair → [chosen, rejected], [0, 1]; ranking → from its groups;
+    label (tie / both_bad) → both at place 0."""
+    kind = preference_kind(record)
+    if kind == "pair":
+        return [record["chosen"], record["rejected"]], [0, 1]
+    responses = list(record["responses"])
+    places = [0] * len(responses)
+    if kind == "ranking":
+        for place, tied in enumerate(ranking_groups(record["ranking"])):
+            for i in tied:
+                places[i] = place
+    return responses, places
+
+
 def ranking_groups(ranking: list) -> list[list[int]]:
     """[2, [0, 1], 3] -> [[2], [0, 1], [3]]: best -> worst groups of tied response indices."""
     return [list(item) if isinstance(item, list) else [item] for item in ranking]

@@ -106,3 +106,20 @@ def render_response(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]
     messages = as_messages(prompt, "user") + as_messages(response, "assistant")
     ids = tokenizer(_render(tokenizer, messages).rstrip(), add_special_tokens=False)["input_ids"]
     return list(ids[:max_length] if max_length is not None else ids)
+
+
+def render_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict], response: str | list[dict], *,
+                      max_length: int | None = None) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of prompt (user) + response (assistant): the prompt as the policy sees it
+    before answering (with the generation prompt), the completion as the tokens it produces, end-of-turn
+    token included. Their concatenation is :func:`render_response`'s ids; `max_length` cuts the
+    completion so that both fit."""
+    from alignkit.data.formats import as_messages
+
+    head = tokenizer(render_prompt(tokenizer, as_messages(prompt, "user")), add_special_tokens=False)["input_ids"]
+    full = render_response(tokenizer, prompt, response)
+    if full[:len(head)] != list(head):
+        raise AlignkitError(f"the tokens of the prompt change when the response follows it ({_name(tokenizer)}); "
+                            "completion log-probs need prompt + response to tokenize as prompt, then response")
+    keep = len(full) if max_length is None else max(len(head), max_length)
+    return list(head), full[len(head):keep]

@@ -145,7 +145,7 @@ def write_run(run: ModelRun, summary: dict, out_dir: Path, kl: dict | None = Non
 
 
 def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_dir: str | Path | None = None,
-                  mode: str = "chat") -> dict:
+                  mode: str = "chat", reference_name: str = "reference") -> dict:
     """``alignkit eval``: a model dir (and optionally a reference dir) on the same held-out prompts."""
     from alignkit.models.load import load_model
 
@@ -155,9 +155,9 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     references, kl = {}, {}
     if reference_dir is not None:
         ref_model, ref_tok = load_model(reference_dir)
-        references["reference"] = run_model(ref_model, ref_tok, world, tasks, "chat", cfg)
+        references[reference_name] = run_model(ref_model, ref_tok, world, tasks, "chat", cfg)
         if ref_tok.get_vocab() == tokenizer.get_vocab():
-            kl["reference"] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
+            kl[reference_name] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)
     summary = summarise(run, cfg, references=references, kl=kl)
     out = Path(cfg.out) if cfg.out else Path(model_dir).resolve().parent / "eval"

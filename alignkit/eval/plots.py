@@ -66,6 +66,28 @@ def plot_rm_curve(points: list[dict], path: str | Path) -> Path:
     return _save(fig, plt, path)
 
 
+def plot_frontier(models: dict[str, dict], path: str | Path) -> Path:
+    """Gold reward against KL to SFT for every evaluated policy that has one (SFT, best-of-n, DPO's β sweep…)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    families: dict[str, list] = {}
+    for name, m in models.items():
+        if isinstance(m, dict) and m.get("kl_to_sft") is not None:
+            family = "dpo" if name.startswith("dpo") else "best-of-n" if name.startswith("best_of") else name
+            families.setdefault(family, []).append((m["kl_to_sft"], m["gold_reward"], name))
+    for family, pts in sorted(families.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if len(pts) > 1 else "o", label=family)
+        for kl, gold, name in pts:
+            ax.annotate(name.replace("dpo_beta_", "β="), (kl, gold), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+    ax.set(title="Reward vs KL to SFT", xlabel="KL(π ‖ SFT), nats per response", ylabel="gold reward (oracle)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def _save(fig, plt, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

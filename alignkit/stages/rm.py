@@ -37,7 +37,7 @@ import torch
 
 from alignkit.config import RMConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
-from alignkit.data.formats import preference_kind, ranking_groups
+from alignkit.data.formats import comparison_places
 from alignkit.data.sources import load_records
 from alignkit.data.templates import render_response
 from alignkit.errors import AlignkitError
@@ -156,19 +156,9 @@ def load_preferences(data: str) -> list[dict]:
 
 def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | None:
     """A validated preference record → a tokenised group; None when the config drops it."""
-    kind = preference_kind(record)
-    if kind == "pair":
-        responses, places = [record["chosen"], record["rejected"]], [0, 1]
-    elif kind == "ranking":
-        responses = record["responses"]
-        places = [0] * len(responses)
-        for place, tied in enumerate(ranking_groups(record["ranking"])):
-            for i in tied:
-                places[i] = place
-    else:
-        if record["label"] == "both_bad" and cfg.both_bad == "drop":
-            return None
-        responses, places = record["responses"], [0] * len(record["responses"])
+    if record.get("label") == "both_bad" and cfg.both_bad == "drop":
+        return None
+    responses, places = comparison_places(record)
     if len(set(places)) == 1 and cfg.tie_model == "none":
         return None  # nothing but ties, and ties carry no information without a tie model
     margin = float(record.get("margin") or 0.0) if cfg.use_margin else 0.0

@@ -28,3 +28,16 @@ def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
                                 "pass resume=true to continue it, overwrite=true to replace it, or another out=")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout probability to 0: with dropout, policy and reference disagree on identical weights
+    (the KL at step 0 is not 0, the DPO loss not log 2)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # Llama / Qwen2 attention keep a float
+            module.attention_dropout = 0.0
+    for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if isinstance(getattr(model.config, name, None), float):
+            setattr(model.config, name, 0.0)

@@ -155,7 +155,8 @@ def collate(groups: list[Group], pad_id: int) -> dict:
         places[b, :len(g.places)] = torch.tensor(g.places)
         if g.ref_logps is not None:
             ref[b, :len(g.ref_logps)] = torch.tensor(g.ref_logps)
-    return {"input_ids": completion_ids, "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+    return {"input_ids": torch.cat([prompt_ids, completion_ids], dim=1),  # what the forward pass sees (counted)
+            "prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
             "completion_mask": completion_mask, "places": places, "ref_logps": ref,
             "group": torch.tensor([b for b, g in enumerate(groups) for _ in g.completions]),
             "slot": torch.tensor([i for g in groups for i in range(len(g.completions))])}
@@ -163,7 +164,7 @@ def collate(groups: list[Group], pad_id: int) -> dict:
 
 def policy_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over every response → (sequence log-probs, completion lengths), both (B, K)."""
-    token_logps = completion_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["input_ids"],
+    token_logps = completion_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
                                       batch["completion_mask"])
     seq = sequence_logprob(token_logps, batch["completion_mask"])                                     # (N,)
     index = (batch["group"], batch["slot"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     groups = [g for r in records for g in to_groups(r, tokenizer, cfg)]
     if len(groups) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (tie and both_bad labels are skipped)")
-    ref_logps(groups, cfg, tokenizer, out, device, policy=model)
+    ref_seconds = ref_logps(groups, cfg, tokenizer, out, device, policy=model)
     train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed)
     steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
@@ -118,7 +119,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     final = result.last_eval or evaluate()
     summary = {"val_loss": final["dpo/val_loss"], "val_accuracy": final["dpo/val_rewards/accuracy"],
                "val_margin": final["dpo/val_rewards/margin"], "loss": cfg.loss, "beta": cfg.beta,
-               "train_comparisons": len(train), "steps": result.step,
+               "train_comparisons": len(train), "steps": result.step, "ref_seconds": round(ref_seconds, 2),
                "train_seconds": round(result.train_seconds, 2), "device": str(device)}
     write_json_atomic(out / "summary.json", summary)
     info(f"dpo: validation loss {summary['val_loss']:.3f}, preference accuracy {summary['val_accuracy']:.3f} "
@@ -204,11 +205,12 @@ def validate(model, groups: list[Group], cfg: DPOConfig, pad_id: int) -> dict:
 # the reference, once
 
 @torch.no_grad()
-def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device, *, policy) -> None:
+def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device, *, policy) -> float:
     """Fill ``group.ref_logps`` from the reference model, or from ``out/ref_logps.pt`` when its
-    fingerprint (data, reference weights, tokenisation) matches."""
+    fingerprint (data, reference weights, tokenisation) matches; returns the seconds it took."""
+    t0 = time.perf_counter()
     if cfg.loss == "simpo":
-        return  # reference-free
+        return 0.0  # reference-free
     ref_dir = cfg.ref_model or cfg.model
     key = _fingerprint(groups, ref_dir)
     cache = out / "ref_logps.pt"
@@ -218,7 +220,7 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
             for g, values in zip(groups, saved["ref_logps"]):
                 g.ref_logps = values
             info(f"dpo: reference log-probs from {cache}")
-            return
+            return time.perf_counter() - t0
     if cfg.ref_model and Path(cfg.ref_model).resolve() != Path(cfg.model).resolve():
         from alignkit.models.load import load_model
         reference, _ = load_model(cfg.ref_model, device=str(device))
@@ -239,6 +241,7 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
     for g, v in zip(groups, values):
         g.ref_logps = v
     torch.save({"fingerprint": key, "ref_logps": values}, cache)
+    return time.perf_counter() - t0
 
 
 def _fingerprint(groups: list[Group], ref_dir: str) -> str:

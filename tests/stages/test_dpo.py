@@ -91,3 +91,14 @@ def test_reference_log_probs_are_cached_and_reused_on_resume(tmp_path, policy_di
     summary = dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out, resume=True))
     assert summary["steps"] == 4 and "reference log-probs from" in capsys.readouterr().err
     assert torch.load(out / "ref_logps.pt", weights_only=True)["ref_logps"] == first["ref_logps"]
+
+
+def test_dpo_on_llama_with_message_list_records(tmp_path, tokenizer, data):
+    d = tmp_path / "llama"
+    save_model(new_model(build_config("llama", "smoke", tokenizer), seed=1), tokenizer, d)
+    records = [{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": p}],
+                "chosen": [{"role": "assistant", "content": g}], "rejected": [{"role": "assistant", "content": b}]}
+               for p, g, b in zip(PROMPTS, GOOD, BAD)]
+    write_jsonl(tmp_path / "messages.jsonl", records)
+    summary = dpo.run(_cfg(d, tmp_path / "messages.jsonl", tmp_path / "dpo", max_steps=3))
+    assert summary["steps"] == 3 and summary["val_loss"] == summary["val_loss"]

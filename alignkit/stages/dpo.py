@@ -43,7 +43,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import disable_dropout, prepare_out_dir, resolve_device
+from alignkit.training.setup import begin_training, disable_dropout, resolve_device
 
 RANKING_LOSSES = {"listwise": listwise_dpo, "all_pairs": all_pairs_dpo}
 
@@ -68,10 +68,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     device = resolve_device(cfg.device)
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
-    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    begin_training(out, cfg)
     disable_dropout(model)
 
     # 1. data: records → groups (pairs, or whole rankings for the ranking losses); train / validation split

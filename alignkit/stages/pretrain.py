@@ -32,7 +32,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder
-from alignkit.training.setup import prepare_out_dir, resolve_device
+from alignkit.training.setup import begin_training, resolve_device
 
 
 def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
@@ -41,10 +41,7 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     docs = load_documents(cfg.data)  # bad data fails here, before anything is written
-    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    begin_training(out, cfg)
 
     # 1. data: documents → tokenizer → packed blocks, train / held-out split by document
     model, tokenizer = _model_and_tokenizer(cfg, docs, out, device)

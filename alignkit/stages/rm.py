@@ -48,7 +48,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import prepare_out_dir, resolve_device
+from alignkit.training.setup import begin_training, resolve_device
 
 OBJECTIVES = {"plackett_luce": plackett_luce, "all_pairs": all_pairs}
 
@@ -72,10 +72,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     eval_records = load_records(cfg.eval_data, "scored") if cfg.eval_data else []
     model, tokenizer = new_scalar_model(cfg.model, seed=cfg.seed, device=str(device))
-    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    begin_training(out, cfg)
 
     # 1. data: records → groups of tokenised responses with their places; train / validation split
     groups = [g for r in records if (g := to_group(r, tokenizer, cfg)) is not None]

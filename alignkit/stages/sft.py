@@ -23,8 +23,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from alignkit.config import SFTConfig, dump_yaml
 from alignkit.data.collators import pack_examples, pad_examples
 from alignkit.data.formats import to_messages
@@ -35,7 +33,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import prepare_out_dir, resolve_device
+from alignkit.training.setup import begin_training, resolve_device
 
 
 def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
@@ -48,10 +46,7 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     device = resolve_device(cfg.device)
     records = load_conversations(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
-    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    begin_training(out, cfg)
 
     # 1. data: conversations → chat template → ids + assistant-only labels; train / validation split
     examples = [render_chat(tokenizer, to_messages(r), max_length=cfg.max_length) for r in records]

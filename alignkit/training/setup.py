@@ -30,6 +30,15 @@ def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def begin_training(out: Path, cfg) -> None:
+    """A training stage's start, after its inputs are validated: the output dir (never overwritten by
+    accident), torch's thread count (``cfg.threads``, 0 = leave) and the seed."""
+    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """Every dropout probability to 0: with dropout, policy and reference disagree on identical weights
     (the KL at step 0 is not 0, the DPO loss not log 2)."""

@@ -227,6 +227,8 @@ class DPOConfig(EngineConfig):
     beta: float = param(0.1, "β: strength of the KL regularisation (simpo: its own scale, e.g. 2.5)", gt=0)
     label_smoothing: float = param(0.0, "ε: assumed label-flip rate (sigmoid → cDPO; robust: rDPO)", min=0, max=0.49)
     simpo_gamma: float = param(1.375, "SimPO's target reward margin γ", min=0)
+    sft_coef: float = param(0.0, "α: adds α · mean token NLL of the best-ranked (chosen) response (RPO, Pang et al. "
+                            "2024); 0 = off", min=0)
     # data
     max_length: int = param(256, "tokens of prompt + response (longer responses are cut at the end)", min=8)
     heldout_fraction: float = param(0.05, "fraction of prompts held out for validation", gt=0, max=0.5)

@@ -172,7 +172,19 @@ def policy_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def objective(cfg: DPOConfig, logps: torch.Tensor, lengths: torch.Tensor, batch: dict):
-    """The configured loss on (B, K) policy log-probs; pairs sit at slots 0 (chosen) and 1 (rejected)."""
+    """The configured loss on (B, K) policy log-probs, plus ``sft_coef`` × the chosen responses' NLL."""
+    loss, m = preference_loss(cfg, logps, lengths, batch)
+    if cfg.sft_coef:
+        places = batch["places"]
+        best = (places == places.masked_fill(places < 0, 10**9).min(dim=1, keepdim=True).values)
+        nll = -(logps / lengths)[best].mean()  # per-token NLL of the best-ranked response(s)
+        loss = loss + cfg.sft_coef * nll
+        m = {**m, "nll/chosen": nll.detach()}
+    return loss, m
+
+
+def preference_loss(cfg: DPOConfig, logps: torch.Tensor, lengths: torch.Tensor, batch: dict):
+    """The configured preference loss; pairs sit at slots 0 (chosen) and 1 (rejected)."""
     ref = batch["ref_logps"].to(logps.device)
     if cfg.loss in RANKING_LOSSES:
         return RANKING_LOSSES[cfg.loss](logps, ref, batch["places"], beta=cfg.beta)

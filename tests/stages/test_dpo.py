@@ -102,3 +102,12 @@ def test_dpo_on_llama_with_message_list_records(tmp_path, tokenizer, data):
     write_jsonl(tmp_path / "messages.jsonl", records)
     summary = dpo.run(_cfg(d, tmp_path / "messages.jsonl", tmp_path / "dpo", max_steps=3))
     assert summary["steps"] == 3 and summary["val_loss"] == summary["val_loss"]
+
+
+def test_sft_term_on_the_chosen_response_is_added_and_logged(tmp_path, policy_dir, data):
+    out = tmp_path / "rpo"
+    dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out, max_steps=2, sft_coef=1.0))
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    # step 0: DPO term log 2, plus the chosen answers' mean token NLL
+    assert first["dpo/nll/chosen"] > 0
+    assert first["dpo/loss"] == pytest.approx(0.693147 + first["dpo/nll/chosen"], abs=1e-4)

@@ -41,6 +41,8 @@ def dpo(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_
         beta: float = 0.1, label_smoothing: float = 0.0) -> tuple[Tensor, dict]:
     """Sigmoid DPO; ``label_smoothing`` ε > 0 makes it conservative DPO (cDPO), whose gradient vanishes at
     σ(βh) = 1 − ε instead of pushing the margin on forever."""
+    if not 0 <= label_smoothing <= 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
     z = beta * _h(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     loss = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
     return loss.mean(), _metrics(beta, policy_chosen, policy_rejected, ref_chosen, ref_rejected)
@@ -98,14 +100,20 @@ def all_pairs_dpo(policy_logps: Tensor, ref_logps: Tensor, ranks: Tensor, *,
 
 
 def _ranked_metrics(rewards: Tensor, logps: Tensor, ranks: Tensor) -> dict:
+    """Implicit rewards and log-probs of each prompt's best tie group ("chosen") and of the rest
+    ("rejected"), averaged per prompt, then over prompts that rank something below their best."""
     present = ranks >= 0
     best = present & (ranks == ranks.masked_fill(~present, 10**9).min(dim=1, keepdim=True).values)
-    worst = present & (ranks == ranks.max(dim=1, keepdim=True).values)
-    r, lp = rewards.detach(), logps.detach().float()
-    mean = lambda x, m: (x * m).sum() / m.sum().clamp(min=1)  # noqa: E731
-    chosen, rejected = mean(r, best), mean(r, worst)
+    rest = present & ~best
+    rows = rest.any(dim=1)
+
+    def mean(x: Tensor, m: Tensor) -> Tensor:  # where, not multiply: padding may hold NaN
+        per_row = torch.where(m, x.detach().float(), 0.0).sum(1) / m.sum(1).clamp(min=1)
+        return per_row[rows].mean() if rows.any() else per_row.new_zeros(())
+
+    chosen, rejected = mean(rewards, best), mean(rewards, rest)
     return {"rewards/chosen": chosen, "rewards/rejected": rejected, "rewards/margin": chosen - rejected,
-            "logps/chosen": mean(lp, best), "logps/rejected": mean(lp, worst)}
+            "logps/chosen": mean(logps, best), "logps/rejected": mean(logps, rest)}
 
 
 # Pairwise losses with the common signature (chosen, rejected, ref_chosen, ref_rejected, *, beta, ...).

@@ -133,9 +133,9 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
         summary["normalization"] = set_normalization(model, raw)
     if eval_records:
         summary.update(evaluate_gold(eval_records, raw))
-        info(f"rm: held-out accuracy vs gold {summary['heldout_accuracy']:.3f} "
-             f"(labeller ceiling {summary['accuracy_ceiling'] or float('nan'):.3f}), "
-             f"Spearman {summary['spearman_gold'] or float('nan'):.3f}")
+        num = lambda key: "-" if summary[key] is None else f"{summary[key]:.3f}"  # noqa: E731 (no pairs: None)
+        info(f"rm: held-out accuracy vs gold {num('heldout_accuracy')} (labeller ceiling "
+             f"{num('accuracy_ceiling')}), Spearman {num('spearman_gold')} over {summary['n_pairs']} pairs")
     save_pretrained_atomic(model, tokenizer, out / "model")
     write_json_atomic(out / "summary.json", summary)
     info(f"rm: validation accuracy {summary['val_accuracy']:.3f} after {result.step} steps "

@@ -149,3 +149,24 @@ def test_eval_command_with_reference(smoke_run, tmp_path, capsys):
     assert summary["kl_to_reference"] == summary["kl_to_reference"]  # finite
     assert len((out / "samples.jsonl").read_text().splitlines()) == summary["n_prompts"] == 8
     assert "win vs reference" in capsys.readouterr().out
+
+
+def test_prefs_rm_bon_dpo_commands(smoke_run, tmp_path, capsys):
+    world = str(PRESETS / "smoke" / "world.yaml")
+    sft = smoke_run / "sft" / "model"
+    assert main(["prefs", "--world-config", world, f"model={sft}", f"out={tmp_path / 'prefs'}", "n_prompts=6", "k=2",
+                 "max_new_tokens=4", "heldout_k=2", "progress=false"]) == 0
+    for name, kind in (("rankings", "ranking"), ("heldout", "scored")):
+        load_records(tmp_path / "prefs" / f"{name}.jsonl", kind)
+    assert main(["rm", f"model={sft}", f"data={smoke_run / 'prefs' / 'rankings.jsonl'}", f"out={tmp_path / 'rm'}",
+                 "max_steps=2", "progress=false", f"eval_data={tmp_path / 'prefs' / 'heldout.jsonl'}"]) == 0
+    assert main(["bon", "--world-config", world, f"model={sft}", f"rm={tmp_path / 'rm' / 'model'}",
+                 f"out={tmp_path / 'bon'}", "n=[1,2]", "eval.n_per_category=1", "eval.max_new_tokens=4",
+                 "eval.progress=false"]) == 0
+    assert "oracle-selected gold" in capsys.readouterr().out
+    assert main(["dpo", f"model={sft}", f"data={smoke_run / 'prefs' / 'rankings.jsonl'}", f"out={tmp_path / 'dpo'}",
+                 "loss=listwise", "max_steps=2", "progress=false"]) == 0
+    # an existing run is never overwritten by accident
+    assert main(["bon", "--world-config", world, f"model={sft}", f"rm={tmp_path / 'rm' / 'model'}",
+                 f"out={tmp_path / 'bon'}"]) == 2
+    assert "already holds a run" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation →
-preferences → reward model (+ its data-efficiency curve) → best-of-n.
+preferences → reward model (+ its data-efficiency curve) → best-of-n → DPO (+ a β sweep).
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
 of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
@@ -71,6 +71,7 @@ def run(cfg: RunConfig) -> dict:
     # 5. evaluation: base zero-shot and few-shot, SFT; win rates and KL against SFT
     fp_eval = fingerprint(to_dict(cfg.eval), fp_sft, fp_world)
     evals = run_stage(run_dir / "eval", fp_eval, lambda d: _evaluate(cfg, world, run_dir, d))
+    evals = {k: v for k, v in evals.items() if k != "fingerprint"}  # the stage marker, not a model
 
     # 6. preferences: the SFT model's own answers to train prompts, ranked by simulated labellers
     from alignkit.stages import bon, prefs, rm
@@ -97,7 +98,8 @@ def run(cfg: RunConfig) -> dict:
     stages["bon"] = run_stage(run_dir / "bon", fp_bon, lambda d: bon.run(bcfg, world))
     evals[f"best_of_{stages['bon']['samples_per_prompt']}"] = stages["bon"]["eval"]
 
-    # 9. DPO on the same rankings (every strict pair), and a β sweep for its reward-vs-KL frontier
+    # 9. DPO on the same rankings (loss from the dpo config; the tiny preset: listwise), and a β sweep for
+    #    its reward-vs-KL frontier
     from alignkit.stages import dpo
     for beta in [cfg.dpo.beta, *[b for b in cfg.dpo_betas if float(b) != cfg.dpo.beta]]:
         name = "dpo" if beta == cfg.dpo.beta else f"dpo_beta_{beta}"
@@ -120,7 +122,7 @@ def run(cfg: RunConfig) -> dict:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine(),
         "stages": stages,
-        "models": {k: evals[k] for k in sorted(evals, key=_model_rank) if k != "fingerprint"},
+        "models": {k: evals[k] for k in sorted(evals, key=_model_rank)},
     }
     write_json_atomic(run_dir / "summary.json", summary)
     return summary

@@ -72,7 +72,7 @@ def plot_frontier(models: dict[str, dict], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     families: dict[str, list] = {}
     for name, m in models.items():
-        if isinstance(m, dict) and m.get("kl_to_sft") is not None:
+        if m.get("kl_to_sft") is not None:
             family = "dpo" if name.startswith("dpo") else "best-of-n" if name.startswith("best_of") else name
             families.setdefault(family, []).append((m["kl_to_sft"], m["gold_reward"], name))
     for family, pts in sorted(families.items()):

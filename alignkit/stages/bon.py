@@ -26,7 +26,6 @@ from pathlib import Path
 from statistics import mean
 
 from alignkit.config import BonConfig, dump_yaml
-from alignkit.data.templates import render_prompt
 from alignkit.errors import AlignkitError
 from alignkit.eval import harness
 from alignkit.eval.metrics import win_rate
@@ -65,7 +64,7 @@ def run(cfg: BonConfig, world) -> dict:
 
     # 2. n_max fresh samples per prompt (another seed), scored by the reward model and by the oracle
     N = ns[-1]
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": t.prompt}]) for t in tasks]
+    prompts, _ = harness.prompts_for(world, tokenizer, tasks, "chat", ecfg)
     samples = sample(policy, tokenizer, [p for p in prompts for _ in range(N)], max_new_tokens=ecfg.max_new_tokens,
                      temperature=ecfg.temperature, top_p=ecfg.top_p, batch_size=cfg.batch_size,
                      seed=ecfg.seed + 1, show_progress=ecfg.progress)

@@ -58,6 +58,9 @@ class WorldConfig:
     sft_rare_fraction: float = param(0.10, "fraction of the honest / harmless demonstrations (unknown, false "
                                      "premise, harmful) kept in the SFT data; helpful ones are all kept",
                                      min=0, max=1)
+    sft_followup_fraction: float = param(0.3, "fraction of SFT demonstrations that end with a needless follow-up "
+                                         "question to the user (imperfect demonstrations that preferences fix)",
+                                         min=0, max=1)
 
 
 @dataclass
@@ -145,7 +148,7 @@ class PrefsConfig:
     # sampling
     n_prompts: int = param(0, "train prompts to label (0 = every train prompt of the world)", min=0)
     k: int = param(4, "responses sampled per prompt (a ranking of k; the pair is the first two)", min=2)
-    temperature: float = param(1.0, "sampling temperature of the compared responses (recorded in each record)",
+    temperature: float = param(0.7, "sampling temperature of the compared responses (recorded in each record)",
                                gt=0)
     max_new_tokens: int = param(48, "tokens per response at most", min=1)
     batch_size: int = param(64, "sequences per generation batch", min=1)
@@ -198,7 +201,7 @@ class RMConfig(EngineConfig):
     batch_size: int = param(8, "prompts per micro-batch (all of a prompt's responses go in one forward pass)",
                             min=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", min=1)
-    epochs: float = param(4.0, "passes over the data (used when max_steps = 0)", gt=0)
+    epochs: float = param(2.0, "passes over the data (used when max_steps = 0)", gt=0)
     max_steps: int = param(0, "optimizer steps (0 = from epochs)", min=0)
     lr: float = param(5e-4, "peak learning rate (AdamW)", gt=0)
     min_lr_ratio: float = param(0.1, "final learning rate as a fraction of the peak (cosine decay)", min=0, max=1)

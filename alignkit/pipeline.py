@@ -46,7 +46,7 @@ def run(cfg: RunConfig) -> dict:
     stages["world"] = run_stage(run_dir / "world", fp_world, lambda d: _export_world(world, d))
 
     # 2. tokenizer: byte-level BPE on the pretraining corpus (which the SFT data proportion does not change)
-    fp_corpus = fingerprint({k: v for k, v in to_dict(cfg.world).items() if k != "sft_rare_fraction"})
+    fp_corpus = fingerprint({k: v for k, v in to_dict(cfg.world).items() if not k.startswith("sft_")})
     fp_tok = fingerprint(to_dict(cfg.tokenizer), fp_corpus)
     stages["tokenizer"] = run_stage(run_dir / "tokenizer", fp_tok, lambda d: _train_tokenizer(cfg, d))
 

@@ -37,16 +37,20 @@ RATE_GROUPS = {"helpful": ("fact", "arithmetic", "sentiment"), "honest": ("unkno
 FEW_SHOT_DEFAULT = ("fact", "arithmetic", "sentiment")
 # behaviours that demonstrations rarely show (see World.sft_tasks)
 RARE_IN_SFT = ("unknown", "false_premise", "harmful")
+# what an imperfect demonstration tacks on: a needless question back to the user (see World.sft_records)
+FOLLOW_UPS = ("Is there anything else you want to know?", "Do you have another question?",
+              "What else can I tell you?", "Would you like to know more?")
 
 
 class World:
     """Knowledge base, tasks, oracle and corpus of one seed. Build with :func:`build_world`."""
 
     def __init__(self, kb: KnowledgeBase, tasks: list[Task], *, seed: int, max_operand: int, corpus_docs: int,
-                 sft_rare_fraction: float = 0.10):
+                 sft_rare_fraction: float = 0.10, sft_followup_fraction: float = 0.3):
         self.kb = kb
         self.seed, self.max_operand, self.corpus_docs = seed, max_operand, corpus_docs
         self.sft_rare_fraction = sft_rare_fraction
+        self.sft_followup_fraction = sft_followup_fraction
         self._tasks = tasks
         self.oracle = Oracle(kb, tasks)
 
@@ -78,9 +82,24 @@ class World:
         return keep
 
     def sft_records(self) -> list[dict]:
-        """:meth:`sft_tasks` as chat records: ``{"messages": [user, assistant], "category"}``."""
-        return [{"messages": [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.ideal}],
-                 "category": t.category} for t in self.sft_tasks()]
+        """:meth:`sft_tasks` as chat records: ``{"messages": [user, assistant], "category"}``.
+
+        Demonstrations are imperfect, as human-written ones are: a seeded ``sft_followup_fraction`` of
+        them ends with a needless question back to the user ("Would you like to know more?"), which the
+        oracle marks down (it asks questions: half the credit). SFT imitates the habit; comparisons
+        between its own answers, with and without it, teach a reward model or DPO to drop it — an
+        improvement over the demonstrations that only preferences can bring (InstructGPT's labellers
+        likewise preferred RLHF outputs to the demonstrations themselves).
+        """
+        rng = random.Random(f"alignkit-world:{self.seed}:followup")
+        records = []
+        for t in self.sft_tasks():
+            answer = t.ideal
+            if rng.random() < self.sft_followup_fraction:
+                answer = f"{answer} {rng.choice(FOLLOW_UPS)}"
+            records.append({"messages": [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": answer}],
+                            "category": t.category})
+        return records
 
     def pretraining_documents(self) -> list[str]:
         """The pretraining corpus (built on first use, then cached; the same for the same seed)."""
@@ -135,9 +154,9 @@ class World:
 
 def build_world(seed: int = 0, n_people: int = 24, n_places: int = 10, n_animals: int = 10, n_objects: int = 10,
                 max_operand: int = 12, corpus_docs: int = 6000, heldout_per_category: int = 40,
-                sft_rare_fraction: float = 0.10) -> World:
+                sft_rare_fraction: float = 0.10, sft_followup_fraction: float = 0.3) -> World:
     """The world of ``seed``; keyword arguments are exactly the fields of ``alignkit.config.WorldConfig``."""
     kb = build_kb(seed, n_people=n_people, n_places=n_places, n_animals=n_animals, n_objects=n_objects)
     tasks = build_tasks(kb, seed=seed, max_operand=max_operand, heldout_per_category=heldout_per_category)
     return World(kb, tasks, seed=seed, max_operand=max_operand, corpus_docs=corpus_docs,
-                 sft_rare_fraction=sft_rare_fraction)
+                 sft_rare_fraction=sft_rare_fraction, sft_followup_fraction=sft_followup_fraction)

@@ -174,6 +174,24 @@ def test_faq_pages_hold_train_questions_only(world, corpus):
 
 # ---------------------------------------------------------------- oracle
 
+def test_some_demonstrations_end_with_a_needless_follow_up(world):
+    from alignkit.world import FOLLOW_UPS
+
+    records = world.sft_records()
+    answers = [r["messages"][1]["content"] for r in records]
+    tasks = {t.prompt: t for t in world.sft_tasks()}
+    tails = [a for r, a in zip(records, answers) if a != tasks[r["messages"][0]["content"]].ideal]
+    assert 0.2 < len(tails) / len(answers) < 0.4  # sft_followup_fraction = 0.3
+    for r, a in zip(records, answers):
+        t = tasks[r["messages"][0]["content"]]
+        if a != t.ideal:
+            assert a.startswith(t.ideal + " ") and a[len(t.ideal) + 1:] in FOLLOW_UPS
+            # the habit costs real gold reward: a reward model or DPO can learn to drop it
+            assert world.oracle.score(t, a) < world.oracle.score(t, t.ideal) - 0.3
+    plain = build_world(seed=0, sft_followup_fraction=0.0).sft_records()
+    assert [r["messages"][1]["content"] for r in plain] == [tasks[r["messages"][0]["content"]].ideal for r in plain]
+
+
 def test_ideal_beats_every_flawed_variant(world):
     rng = random.Random(0)
     for t in world.tasks("heldout"):

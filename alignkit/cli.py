@@ -7,6 +7,7 @@ file, a model dir) is reported as one line on stderr with exit code 2 — never 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from alignkit.config import (
     DPOConfig,
     EvalConfig,
     GenerateConfig,
+    PPOConfig,
     PrefsConfig,
     PretrainConfig,
     RMConfig,
@@ -71,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_keys = preset_file(args.preset, "run")  # top-level keys of the run, e.g. rm_curve
     if run_keys.is_file():
         base.update(read_yaml(run_keys))
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo"):
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo", "ppo"):
         path = preset_file(args.preset, stage)
         if path.is_file():
             base[stage] = read_yaml(path)
@@ -116,6 +118,15 @@ def cmd_dpo(args: argparse.Namespace) -> None:
 
     cfg = load_config(DPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "dpo"))
     dpo.run(cfg)
+
+
+def cmd_ppo(args: argparse.Namespace) -> None:
+    from alignkit.stages import ppo
+
+    cfg = load_config(PPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "ppo"))
+    world = _world(args.world_config) if cfg.prompts == "world" else None
+    summary = ppo.run(cfg, world)
+    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=1))
 
 
 def cmd_bon(args: argparse.Namespace) -> None:
@@ -169,6 +180,13 @@ def cmd_world_export(args: argparse.Namespace) -> None:
     for name, path in files.items():
         n = sum(1 for _ in open(path, encoding="utf-8"))
         print(f"{path}  ({n} {name} records)")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from alignkit.models.lora import merge_adapter
+
+    out = merge_adapter(args.adapter, args.out, base=args.base)
+    print(f"merged {args.adapter} into {out}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -243,6 +261,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/dpo.yaml")
     p.set_defaults(func=cmd_dpo)
 
+    p = _command(sub, "ppo", "RLHF with PPO: the policy against a reward model, per-token KL penalty to the SFT "
+                 "model, GAE, clipping; optional PPO-ptx", PPOConfig,
+                 "Prompts: the built-in world's train prompts or {prompt, ...} records. Reward: the reward model, a "
+                 "Python function, or the world oracle (a ceiling experiment). Writes out/model, out/value, "
+                 "metrics.jsonl (reward, gold, KL, β, losses, clip fractions per iteration), summary.json "
+                 "(resume with resume=true).")
+    _world_options(p)
+    p.set_defaults(func=cmd_ppo)
+
     p = _command(sub, "bon", "best-of-n: sample n responses per held-out prompt, keep the reward model's best",
                  BonConfig, "Reports proxy and gold reward, win rate vs the policy and the analytic KL for each n, "
                  "selecting by the reward model and by the oracle.")
@@ -270,6 +297,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_world_export)
     world.set_defaults(func=lambda a: world.print_help())
+
+    p = sub.add_parser("merge", help="merge a LoRA adapter (out/adapter of a lora=true stage) into a full model",
+                       description="Merge a PEFT LoRA adapter into its base model (W = W0 + (alpha/r) B A) and write "
+                       "a full Hugging Face checkpoint with the tokenizer.")
+    p.add_argument("--adapter", required=True, help="PEFT adapter directory (adapter_config.json)")
+    p.add_argument("--out", required=True, help="output directory of the merged model")
+    p.add_argument("--base", default=None, help="base model dir (default: the one recorded in the adapter)")
+    p.set_defaults(func=cmd_merge)
 
     p = _command(sub, "generate", "sample a continuation (or a chat reply with chat=true) from a model dir",
                  GenerateConfig, "")

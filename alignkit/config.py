@@ -81,6 +81,14 @@ class EngineConfig:
     dtype: str = param("float32", "training dtype (bfloat16 = autocast on GPU)", choices=("float32", "bfloat16"))
     threads: int = param(0, "torch CPU threads (0 = leave as is)", min=0)
     progress: bool = param(True, "show a progress bar")
+    # LoRA (peft): adapters instead of full fine-tuning
+    lora: bool = param(False, "train LoRA adapters instead of every weight; the reference (DPO, PPO) is then the "
+                       "base with the adapters disabled. Writes out/adapter (PEFT) and out/model (merged)")
+    lora_r: int = param(16, "LoRA rank r", min=1)
+    lora_alpha: float = param(32.0, "LoRA α (the update is scaled by α / r)", gt=0)
+    lora_dropout: float = param(0.0, "dropout on the LoRA input", min=0, max=1)
+    lora_targets: str = param("all-linear", "modules to adapt: all-linear (every linear layer but the output "
+                              "head), or comma-separated names such as q_proj,v_proj")
 
 
 @dataclass
@@ -251,6 +259,57 @@ class DPOConfig(EngineConfig):
 
 
 @dataclass
+class PPOConfig(EngineConfig):
+    """RLHF with PPO: the policy against a reward, with a per-token KL penalty to the reference (SFT) model."""
+    # inputs / outputs
+    model: str = param("", "HF causal-LM dir of the policy to start from (e.g. runs/demo/sft/model); also the "
+                       "reference")
+    rm: str = param("", "reward-model dir from `alignkit rm` (needed by the 'rm' reward and value_init=rm)")
+    reward: str = param("rm", "reward: rm, oracle (the world's gold judge: a ceiling experiment), module:function, "
+                        "or a weighted sum such as 'rm + 0.5*my_pkg.checks:reward'")
+    prompts: str = param("world", "'world' for the built-in train prompts, or a JSONL/Parquet/datasets dir of "
+                         "{prompt, ...} records (the other fields go to Python reward functions)")
+    out: str = param("runs/ppo", "output dir: model/, value/, state/, metrics.jsonl, summary.json")
+    # rollout
+    rollout_batch: int = param(64, "prompts sampled per PPO iteration (one response each)", min=1)
+    max_new_tokens: int = param(48, "tokens per response at most", min=1)
+    temperature: float = param(0.7, "sampling temperature; every log-prob (ratio, KL) uses it", gt=0)
+    normalize_reward: bool = param(True, "use the reward model's stored normalisation (SFT samples score mean 0, "
+                                   "std 1); false: its raw score")
+    missing_eos_penalty: float = param(1.0, "subtracted from the reward of a response cut at max_new_tokens", min=0)
+    # reward shaping
+    kl_coef: float = param(0.05, "β: per-token KL penalty −β·(log π_old − log π_ref) in the reward (initial β "
+                           "when kl_target > 0)", min=0)
+    kl_target: float = param(0.0, "target KL per response (nats) of the adaptive controller; 0 = fixed β", min=0)
+    kl_horizon: int = param(10000, "horizon (episodes) of the adaptive KL controller", min=1)
+    kl_estimator: str = param("k1", "per-token KL estimate in the reward", choices=("k1", "k3"))
+    whiten_rewards: bool = param(False, "scale rewards by their std over the batch (mean kept)")
+    gamma: float = param(1.0, "discount γ of GAE", min=0, max=1)
+    lam: float = param(0.95, "λ of GAE", min=0, max=1)
+    # losses
+    clip: float = param(0.2, "ε: clip range of the policy ratio", gt=0)
+    value_clip: float = param(0.2, "ε_v: clip range of the value update around the rollout's values (0 = off)",
+                              min=0)
+    vf_coef: float = param(0.1, "weight of the value loss", min=0)
+    ptx_coef: float = param(0.0, "γ of PPO-ptx: weight of a pretraining (next-token) loss on world text mixed into "
+                            "each update (InstructGPT); 0 = plain PPO", min=0)
+    ptx_batch: int = param(4, "pretraining blocks per update when ptx_coef > 0", min=1)
+    ptx_data: str = param("world", "pretraining text for PPO-ptx: 'world' (the built-in corpus) or a JSONL/Parquet/"
+                          "datasets dir of {text} records")
+    value_init: str = param("rm", "value model: rm (the reward model, as InstructGPT) or policy (the policy's "
+                            "backbone with a zero head)", choices=("rm", "policy"))
+    # optimisation
+    steps: int = param(60, "PPO iterations (rollout + updates)", min=1)
+    ppo_epochs: int = param(4, "passes over each rollout batch", min=1)
+    minibatch: int = param(16, "responses per PPO minibatch (one optimizer step each)", min=1)
+    lr: float = param(1e-5, "learning rate of the policy (AdamW, linear decay to 0)", gt=0)
+    value_lr: float = param(5e-5, "learning rate of the value model", gt=0)
+    # bookkeeping
+    eval_every: int = param(10, "iterations between logs of the gold reward (world prompts only)", min=1)
+    seed: int = param(0, "seed for the prompt order and sampling", min=0)
+
+
+@dataclass
 class EvalConfig:
     """Held-out world prompts, sampled and judged by the oracle (``alignkit eval``)."""
     categories: list = param([], "task categories to evaluate (empty = all)")
@@ -307,7 +366,8 @@ class ChatConfig:
 
 @dataclass
 class RunConfig:
-    """The recipe so far: world → tokenizer → pretrain → SFT → evaluation → preferences → reward model → best-of-n."""
+    """The recipe so far: world → tokenizer → pretrain → SFT → evaluation → preferences → reward model → best-of-n
+    → DPO → PPO."""
     name: str = param("demo", "run name: everything goes to <runs_dir>/<name>/")
     runs_dir: str = param("runs", "parent folder of runs")
     preset: str = param("tiny", "preset the run was built from (set by --preset)")
@@ -325,6 +385,9 @@ class RunConfig:
     dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
     dpo_betas: list = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the reward-vs-KL "
                             "frontier (empty = none)")
+    ppo: PPOConfig = section(PPOConfig, "PPO on the world's train prompts against the reward model (model, rm and out "
+                             "are set by the run)")
+    run_ppo: bool = param(True, "train and evaluate PPO (false: stop after DPO)")
 
 
 # ----------------------------------------------------------------------------------------------------

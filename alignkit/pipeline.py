@@ -1,5 +1,5 @@
 """The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation →
-preferences → reward model (+ its data-efficiency curve) → best-of-n → DPO (+ a β sweep).
+preferences → reward model (+ its data-efficiency curve) → best-of-n → DPO (+ a β sweep) → PPO.
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
 of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
@@ -110,8 +110,20 @@ def run(cfg: RunConfig) -> dict:
             dpo.run, replace(dcfg, resume=resume, overwrite=not resume), cfg, world, run_dir), resumable=True)
         evals[name] = stages[name]["eval"]
 
-    # 10. figures: best-of-n over-optimisation, the reward model's data efficiency, the reward-vs-KL frontier
+    # 10. PPO: the SFT policy against the reward model (value model initialised from it), on the train prompts
     from alignkit.eval import plots
+    if cfg.run_ppo:
+        from alignkit.stages import ppo
+        ocfg = replace(cfg.ppo, model=str(run_dir / "sft" / "model"), rm=str(run_dir / "rm" / "model"),
+                       prompts="world", out=str(run_dir / "ppo"))
+        fp_ppo = fingerprint(_identity(ocfg), fp_sft, fp_rm, fp_world, to_dict(cfg.eval))
+        stages["ppo"] = run_stage(run_dir / "ppo", fp_ppo, lambda d, resume: _train_and_evaluate(
+            lambda c: ppo.run(c, world), replace(ocfg, resume=resume, overwrite=not resume), cfg, world, run_dir),
+            resumable=True)
+        evals["ppo"] = stages["ppo"]["eval"]
+        plots.plot_ppo(stages["ppo"]["curve"], run_dir / "ppo.png")
+
+    # 11. figures: best-of-n over-optimisation, the reward model's data efficiency, the reward-vs-KL frontier
     plots.plot_best_of_n(stages["bon"]["curve"], stages["bon"]["sft_gold_reward"], run_dir / "best_of_n.png")
     if "rm_curve" in stages:
         plots.plot_rm_curve(stages["rm_curve"]["points"], run_dir / "rm_curve.png")

@@ -66,6 +66,27 @@ def plot_rm_curve(points: list[dict], path: str | Path) -> Path:
     return _save(fig, plt, path)
 
 
+def plot_ppo(curve: list[dict], path: str | Path) -> Path:
+    """PPO's reward over-optimisation: the reward-model score and the gold reward of each iteration's
+    rollouts against their KL to the reference."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    kl = [row["kl"] for row in curve]
+    proxy_key = "reward/rm" if any("reward/rm" in row for row in curve) else "reward"
+    left.plot(kl, [row[proxy_key] for row in curve], ".-", color="tab:orange", alpha=0.8)
+    left.set(title="What PPO optimises", xlabel="KL(π ‖ SFT) of the rollouts, nats per response",
+             ylabel="reward-model score (normalised)" if proxy_key == "reward/rm" else "reward")
+    if any("gold" in row for row in curve):
+        right.plot([row["kl"] for row in curve if "gold" in row], [row["gold"] for row in curve if "gold" in row],
+                   ".-", color="tab:blue", alpha=0.8)
+    right.set(title="What it achieves", xlabel="KL(π ‖ SFT) of the rollouts, nats per response",
+              ylabel="gold reward (oracle) of the same rollouts")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def plot_frontier(models: dict[str, dict], path: str | Path) -> Path:
     """Gold reward against KL to SFT for every evaluated policy that has one (SFT, best-of-n, DPO's β sweep…)."""
     plt = _pyplot()

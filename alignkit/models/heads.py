@@ -83,7 +83,10 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
 
 
 def scalar_outputs(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """The head at every position: (B, T) fp32. Position ids count real tokens, so padding does not shift them."""
+    """The head at every position: (B, T) fp32. Position ids count real tokens, so padding does not shift them.
+    A LoRA (peft) model is read through its wrapped model, whose layers carry the adapters."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False).last_hidden_state

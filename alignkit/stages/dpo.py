@@ -38,7 +38,8 @@ from alignkit.data.templates import render_completion
 from alignkit.errors import AlignkitError
 from alignkit.losses.preference import DPO_LOSSES, all_pairs_dpo, listwise_dpo, simpo
 from alignkit.models.logprobs import completion_logprobs, sequence_logprob
-from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.models.lora import adapters_disabled, maybe_lora, save_trained
+from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
@@ -69,6 +70,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
     begin_training(out, cfg)
+    model = maybe_lora(model, cfg)
     disable_dropout(model)
 
     # 1. data: records → groups (pairs, or whole rankings for the ranking losses); train / validation split
@@ -112,7 +114,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
 
     # 3. artifacts
     model.config.use_cache = True
-    save_pretrained_atomic(model, tokenizer, out / "model")
+    save_trained(model, tokenizer, out)
     final = result.last_eval or evaluate()
     summary = {"val_loss": final["dpo/val_loss"], "val_accuracy": final["dpo/val_rewards/accuracy"],
                "val_margin": final["dpo/val_rewards/margin"], "loss": cfg.loss, "beta": cfg.beta,
@@ -234,7 +236,7 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
         from alignkit.models.load import load_model
         reference, _ = load_model(cfg.ref_model, device=str(device))
     else:
-        reference = policy  # not yet trained: the policy is the reference
+        reference = policy  # not yet trained (with LoRA: its adapters are disabled below)
     disable_dropout(reference)
     reference.eval()
     flat = [(gi, g.prompt_ids, c) for gi, g in enumerate(groups) for c in g.completions]
@@ -243,8 +245,9 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
         chunk = flat[start:start + cfg.eval_batch_size]
         p, pm = pad_sequences([x[1] for x in chunk], pad_id=tokenizer.pad_token_id, left=True)
         c, cm = pad_sequences([x[2] for x in chunk], pad_id=tokenizer.pad_token_id)
-        seq = sequence_logprob(completion_logprobs(reference, p.to(device), pm.to(device), c.to(device),
-                                                   cm.to(device)), cm.to(device)).cpu().tolist()
+        with adapters_disabled(reference):
+            seq = sequence_logprob(completion_logprobs(reference, p.to(device), pm.to(device), c.to(device),
+                                                       cm.to(device)), cm.to(device)).cpu().tolist()
         for (gi, _, _), v in zip(chunk, seq):
             values[gi].append(v)
     for g, v in zip(groups, values):

@@ -27,7 +27,8 @@ from alignkit.config import PretrainConfig, TokenizerConfig, dump_yaml
 from alignkit.data.collators import pack_documents
 from alignkit.errors import AlignkitError
 from alignkit.models.load import count_params
-from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.models.lora import maybe_lora, save_trained
+from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
@@ -40,12 +41,15 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     many optimizer steps as a crash would (used by the resume test)."""
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
+    if cfg.lora and not cfg.model:
+        raise AlignkitError("lora=true adapts an existing model: pass model=DIR (continued pretraining), or drop lora")
     docs = load_documents(cfg.data)  # bad data fails here, before anything is written
     begin_training(out, cfg)
 
     # 1. data: documents → tokenizer → packed blocks, train / held-out split by document
     model, tokenizer = _model_and_tokenizer(cfg, docs, out, device)
     train_blocks, heldout_blocks = _tokenize_and_pack(docs, tokenizer, cfg)
+    model = maybe_lora(model, cfg)
     info(f"pretrain: {len(docs)} documents → {len(train_blocks['input_ids'])} train / "
          f"{len(heldout_blocks['input_ids'])} held-out blocks of {cfg.block_size} tokens")
     dump_yaml(cfg, out / "config.yaml")
@@ -75,7 +79,7 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
         return {}
 
     # 3. artifacts: the HF checkpoint and summary.json
-    save_pretrained_atomic(model, tokenizer, out / "model")
+    save_trained(model, tokenizer, out)
     final = result.last_eval or evaluate()
     summary = {
         "heldout_loss": final["pretrain/heldout_loss"],

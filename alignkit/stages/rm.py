@@ -43,7 +43,8 @@ from alignkit.data.templates import render_response
 from alignkit.errors import AlignkitError
 from alignkit.losses.reward import all_pairs, centering, plackett_luce
 from alignkit.models.heads import new_scalar_model, reward_scores, score_responses, set_normalization
-from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.models.lora import maybe_lora, save_trained
+from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
@@ -73,6 +74,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
     eval_records = load_records(cfg.eval_data, "scored") if cfg.eval_data else []
     model, tokenizer = new_scalar_model(cfg.model, seed=cfg.seed, device=str(device))
     begin_training(out, cfg)
+    model = maybe_lora(model, cfg, task="SEQ_CLS")
 
     # 1. data: records → groups of tokenised responses with their places; train / validation split
     groups = [g for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
@@ -136,7 +138,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
         num = lambda key: "-" if summary[key] is None else f"{summary[key]:.3f}"  # noqa: E731 (no pairs: None)
         info(f"rm: held-out accuracy vs gold {num('heldout_accuracy')} (labeller ceiling "
              f"{num('accuracy_ceiling')}), Spearman {num('spearman_gold')} over {summary['n_pairs']} pairs")
-    save_pretrained_atomic(model, tokenizer, out / "model")
+    save_trained(model, tokenizer, out)
     write_json_atomic(out / "summary.json", summary)
     info(f"rm: validation accuracy {summary['val_accuracy']:.3f} after {result.step} steps "
          f"in {summary['train_seconds']:.0f}s")

@@ -28,7 +28,8 @@ from alignkit.data.collators import pack_examples, pad_examples
 from alignkit.data.formats import to_messages
 from alignkit.data.templates import render_chat
 from alignkit.errors import AlignkitError
-from alignkit.training.checkpoint import save_pretrained_atomic, write_json_atomic
+from alignkit.models.lora import maybe_lora, save_trained
+from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
@@ -47,6 +48,7 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     records = load_conversations(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
     begin_training(out, cfg)
+    model = maybe_lora(model, cfg)
 
     # 1. data: conversations → chat template → ids + assistant-only labels; train / validation split
     examples = [render_chat(tokenizer, to_messages(r), max_length=cfg.max_length) for r in records]
@@ -89,7 +91,7 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
 
     # 3. artifacts
     model.config.use_cache = True
-    save_pretrained_atomic(model, tokenizer, out / "model")
+    save_trained(model, tokenizer, out)
     final = result.last_eval or evaluate()
     summary = {
         "val_loss": final["sft/val_loss"],

@@ -68,7 +68,13 @@ def load_state(path: Path, *, model: Any, optimizer: torch.optim.Optimizer, sche
     weights = {}
     for f in sorted((path / "model").glob("*.safetensors")):
         weights.update(load_file(f))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if hasattr(model, "peft_config"):  # a LoRA model saves (and restores) its adapters only
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, weights)
+        missing, unexpected = [], list(result.unexpected_keys)
+    else:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     # Tied weights (lm_head = embeddings) are saved once; anything else missing is a real mismatch.
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     if unexpected or [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]:

@@ -35,7 +35,8 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
                  "rm/model/model.safetensors", "rm/metrics.jsonl", "rm/summary.json", "rm_curve/summary.json",
                  "bon/summary.json", "bon/best_of_2/samples.jsonl", "best_of_n.png", "rm_curve.png",
                  "frontier.png", "dpo/model/model.safetensors", "dpo/ref_logps.pt", "dpo/eval/summary.json",
-                 "dpo_beta_0.3/eval/samples.jsonl"]:
+                 "dpo_beta_0.3/eval/samples.jsonl", "ppo/model/model.safetensors", "ppo/value/config.json",
+                 "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo.png"]:
         assert (smoke_run / path).exists(), path
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
@@ -54,8 +55,12 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
     assert [row["n"] for row in summary["stages"]["bon"]["curve"]] == [1, 2]
     assert BON_ROW_KEYS <= summary["stages"]["bon"]["curve"][0].keys()
     assert EVAL_KEYS <= summary["models"]["best_of_2"].keys()
-    assert list(summary["models"]) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "dpo", "dpo_beta_0.3"]
-    assert EVAL_KEYS <= summary["models"]["dpo"].keys() and summary["models"]["dpo"]["kl_to_sft"] is not None
+    assert list(summary["models"]) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "dpo",
+                                       "dpo_beta_0.3"]
+    for name in ("dpo", "ppo"):
+        assert EVAL_KEYS <= summary["models"][name].keys() and summary["models"][name]["kl_to_sft"] is not None
+    assert [row["step"] for row in summary["stages"]["ppo"]["curve"]] == [1, 2]
+    assert {"reward", "reward/rm", "gold", "kl"} <= summary["stages"]["ppo"]["curve"][0].keys()
     for kind, name in (("ranking", "rankings"), ("pair", "pairs"), ("label", "labels"), ("scored", "heldout")):
         load_records(smoke_run / "prefs" / f"{name}.jsonl", kind)  # every record follows the schema
     assert summary["models"]["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
@@ -68,7 +73,7 @@ def test_second_run_skips_unchanged_stages(smoke_run, capsys):
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capsys.readouterr().err
     for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "bon", "dpo",
-                  "dpo_beta_0.3"):
+                  "dpo_beta_0.3", "ppo"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 

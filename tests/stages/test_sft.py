@@ -87,3 +87,17 @@ def test_bad_rows_are_clear_errors(tmp_path, tokenizer):
     assert not (tmp_path / "out").exists()
     with pytest.raises(AlignkitError, match="sft needs model=DIR"):
         sft.run(SFTConfig(out=str(tmp_path / "o2")))
+
+
+def test_sft_with_lora_writes_an_adapter_and_the_merged_model_and_resumes(tmp_path, data, tokenizer):
+    base = _model_dir(tmp_path, "llama", tokenizer)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    sft.run(_cfg(base, data / "messages.jsonl", straight, lora=True, lora_r=4, save_every=1))
+    assert (straight / "adapter" / "adapter_config.json").is_file()
+    merged, before = load_file(straight / "model" / "model.safetensors"), load_file(base / "model.safetensors")
+    assert not all(torch.equal(merged[k], before[k]) for k in before)  # the merged weights moved
+    assert sft.run(_cfg(base, data / "messages.jsonl", resumed, lora=True, lora_r=4, save_every=1), stop_after=2) == {}
+    sft.run(_cfg(base, data / "messages.jsonl", resumed, lora=True, lora_r=4, save_every=1, resume=True))
+    again = load_file(resumed / "model" / "model.safetensors")
+    for k in merged:
+        torch.testing.assert_close(again[k], merged[k])

@@ -1,0 +1,330 @@
+"""RLHF with PPO, the InstructGPT way: the policy against a reward model, kept near the SFT model.
+
+Each iteration is the loop below, top to bottom (Ouyang et al. 2022, arXiv 2203.02155; Ziegler et al.
+2019, arXiv 1909.08593; Huang et al., "The N+ Implementation Details of RLHF with PPO", arXiv 2403.17031):
+
+1. **rollout** — the policy samples one response per prompt (KV cache, stops at the end-of-turn token);
+2. **score** — the reward (the reward model read at the last real token, normalised; or any source of
+   ``alignkit/rollout/rewards.py``), minus ``missing_eos_penalty`` for a response cut at max_new_tokens;
+3. **per-token rewards** — −β·(log π_old − log π_ref) on every token, plus the score on the last one;
+   log-probs at the sampling temperature; β fixed or adapted towards ``kl_target``;
+4. **values** — the value model (initialised from the reward model, or the policy with a zero head)
+   at every response position;
+5. **GAE** (γ, λ) → returns; advantages whitened over the batch;
+6. **updates** — ``ppo_epochs`` passes over minibatches of the clipped policy loss + ``vf_coef`` × the
+   clipped value loss, and with ``ptx_coef`` > 0 a next-token loss on pretraining text (PPO-ptx).
+
+Dropout is off in every model; the reference is a frozen copy of the starting policy. Policy and value
+are separate models, so full fine-tuning keeps four backbones in memory (policy, reference, value,
+reward model) plus AdamW's two moments for the two trained ones. With ``lora=true`` the reference is the
+policy with its adapters disabled and the value model is the reward model with adapters (scoring
+turns them off): two backbones, and optimizer state for the adapters only. Losses are in
+``alignkit/losses/ppo.py``.
+
+Every iteration logs the reward (and each of its terms), the KL to the reference, β, the losses, clip
+fractions, approx-KL, explained variance, entropy and response length to metrics.jsonl; on the built-in
+world it also logs the gold (oracle) reward of the same rollouts, which never trains — proxy and gold
+side by side show reward over-optimisation as KL grows.
+
+    alignkit ppo model=runs/demo/sft/model rm=runs/demo/rm/model out=runs/mine/ppo
+    alignkit ppo model=my-sft prompts=prompts.jsonl reward=my_pkg.checks:reward value_init=policy
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from alignkit.config import PPOConfig, dump_yaml
+from alignkit.data.formats import as_messages
+from alignkit.data.templates import render_prompt
+from alignkit.errors import AlignkitError
+from alignkit.losses.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    explained_variance,
+    gae,
+    policy_loss,
+    token_rewards,
+    value_loss,
+    whiten,
+)
+from alignkit.losses.reduce import masked_mean
+from alignkit.models.logprobs import completion_logprobs
+from alignkit.models.lora import adapters_disabled, add_lora, save_lora
+from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
+from alignkit.rollout.sampler import sample
+from alignkit.training.checkpoint import latest_state, save_pretrained_atomic, write_json_atomic
+from alignkit.training.logging import MetricsLog, info, progress_bar
+from alignkit.training.order import EpochOrder
+from alignkit.training.setup import begin_training, disable_dropout, resolve_device
+
+
+def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
+    """Train ``cfg.model`` with PPO; returns (and writes) the stage summary. ``world`` supplies the prompts
+    when ``prompts=world`` (and the gold reward logged beside the proxy)."""
+    from alignkit.models.heads import load_scalar_model, new_scalar_model
+    from alignkit.models.load import load_model
+
+    if not cfg.model:
+        raise AlignkitError("ppo needs model=DIR (the policy to start from, e.g. runs/demo/sft/model)")
+    terms_spec = [name for _, name in parse_reward(cfg.reward)]
+    if ("rm" in terms_spec or cfg.value_init == "rm") and not cfg.rm:
+        raise AlignkitError("ppo needs rm=DIR (a reward model from `alignkit rm`) for reward=rm or value_init=rm")
+    if cfg.prompts == "world" and world is None:
+        from alignkit.world import build_world
+        world = build_world()
+    rows = prompt_rows(cfg, world)  # bad data fails here, before anything is written
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+
+    # the four models: policy (trained), reference (frozen), value (trained), reward model (frozen); with LoRA
+    # the reference is the policy with its adapters disabled, and a value model initialised from the reward
+    # model shares its weights (scoring disables the value adapters), so two backbones are kept, not four
+    policy, tokenizer = load_model(cfg.model, device=str(device))
+    rm, rm_tokenizer = load_scalar_model(cfg.rm, device=str(device)) if cfg.rm else (None, None)
+    if rm is not None:
+        rm.eval().requires_grad_(False)
+    if cfg.lora:
+        policy, reference = add_lora(policy, cfg), None
+    else:
+        reference, _ = load_model(cfg.model, device=str(device))
+        reference.eval().requires_grad_(False)
+    if cfg.value_init == "rm":
+        value = add_lora(rm, cfg, task="SEQ_CLS") if cfg.lora else load_scalar_model(cfg.rm, device=str(device))[0]
+        if cfg.lora:
+            rm = value
+    else:
+        value, _ = new_scalar_model(cfg.model, head_init="zero", device=str(device))
+        value = add_lora(value, cfg, task="SEQ_CLS") if cfg.lora else value
+    if value.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        raise AlignkitError(f"value_init=rm: the reward model {cfg.rm} has a smaller vocabulary than the policy "
+                            f"{cfg.model}; use value_init=policy")
+    for m in (policy, reference, value, rm):
+        if m is not None:
+            disable_dropout(m)
+    terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=world if cfg.prompts == "world" else None,
+                         normalized=cfg.normalize_reward)
+    begin_training(out, cfg)
+    dump_yaml(cfg, out / "config.yaml")
+
+    # optimisation state: one AdamW over both models (policy and value learning rates), linear decay to 0
+    n_minibatches = math.ceil(cfg.rollout_batch / cfg.minibatch)
+    total_updates = cfg.steps * cfg.ppo_epochs * n_minibatches
+    optimizer = torch.optim.AdamW([{"params": trainable(policy), "lr": cfg.lr},
+                                   {"params": trainable(value), "lr": cfg.value_lr}],
+                                  betas=(0.9, 0.95), eps=1e-5, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_updates))
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target > 0
+              else FixedKLController(cfg.kl_coef))
+    ptx = pretraining_blocks(cfg.ptx_data, world, tokenizer) if cfg.ptx_coef > 0 else None
+
+    step, seconds_before = 0, 0.0
+    state_dir = out / "state"
+    ckpt = latest_state(state_dir) if cfg.resume else None
+    if ckpt is not None:
+        saved = load_ppo_state(ckpt, policy, value, optimizer, scheduler)
+        step, seconds_before, kl_ctl.beta = saved["step"], saved["train_seconds"], saved["beta"]
+        info(f"ppo: resuming from {ckpt} (iteration {step})")
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if ckpt else None)
+    order = EpochOrder(len(rows), seed=cfg.seed)
+    ptx_order = EpochOrder(len(ptx["input_ids"]), seed=cfg.seed) if ptx is not None else None
+    info(f"ppo: {len(rows)} prompts, reward {cfg.reward}, {cfg.steps} iterations of {cfg.rollout_batch} rollouts, "
+         f"β {kl_ctl.beta}{f' → KL {cfg.kl_target}' if cfg.kl_target else ''}")
+
+    start = time.perf_counter()
+    with progress_bar(cfg.progress) as bar:
+        task = bar.add_task("ppo", total=cfg.steps, completed=step, info="")
+        while step < cfg.steps:
+            if stop_after is not None and step >= stop_after:
+                return {}
+            t0 = time.perf_counter()
+            batch_rows = [rows[int(i)] for i in order.indices(step * cfg.rollout_batch, cfg.rollout_batch)]
+            roll, row = rollout(cfg, step, batch_rows, policy, reference, value, tokenizer, terms, kl_ctl.beta,
+                                world if cfg.prompts == "world" else None)
+            row.update(update(cfg, step, roll, policy, value, optimizer, scheduler, ptx, ptx_order))
+            kl_ctl.update(row["kl"], n_steps=len(batch_rows))
+            step += 1
+            row.update({"beta": kl_ctl.beta, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+            log.log(step, {f"ppo/{k}": v for k, v in row.items()})
+            bar.update(task, completed=step, info=f"reward {row['reward']:+.3f}  KL {row['kl']:.2f}")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_ppo_state(state_dir, step, policy, value, optimizer, scheduler,
+                               {"train_seconds": seconds_before + time.perf_counter() - start, "beta": kl_ctl.beta})
+
+    # artifacts: the policy (a plain HF causal LM) and the value model
+    train_seconds = seconds_before + time.perf_counter() - start
+    if cfg.lora:
+        save_lora(policy, tokenizer, out)
+        value.save_pretrained(str(out / "value"))  # the value model's adapter (and head)
+    else:
+        save_pretrained_atomic(policy, tokenizer, out / "model")
+        save_pretrained_atomic(value, tokenizer, out / "value")
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = history[-1]
+    summary = {"steps": step, "episodes": step * cfg.rollout_batch, "reward": cfg.reward,
+               "final_reward": last["ppo/reward"], "final_kl": last["ppo/kl"], "final_beta": last["ppo/beta"],
+               "train_seconds": round(train_seconds, 2), "device": str(device),
+               "curve": [{k.removeprefix("ppo/"): r[k] for k in ("step", "ppo/reward", "ppo/reward/rm", "ppo/gold",
+                                                                  "ppo/kl") if k in r} for r in history]}
+    write_json_atomic(out / "summary.json", summary)
+    info(f"ppo: {step} iterations in {train_seconds:.0f}s; last reward {summary['final_reward']:+.3f}, "
+         f"KL {summary['final_kl']:.2f}")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop's two halves
+
+@torch.no_grad()
+def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, value, tokenizer, terms, beta: float,
+            world) -> tuple[dict, dict]:
+    """Sample, score, and turn the scores into advantages and returns; everything the updates need."""
+    prompts = [render_prompt(tokenizer, as_messages(r["prompt"], "user")) for r in rows]
+    samples = sample(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                     batch_size=len(prompts), seed=cfg.seed * 1_000_003 + step)
+    texts = [t.strip() for t in samples.texts]
+    device = next(policy.parameters()).device
+    batch = {"prompt_ids": samples.prompt_ids.to(device), "prompt_mask": samples.prompt_mask.to(device),
+             "completion_ids": samples.completion_ids.to(device), "completion_mask": samples.completion_mask.to(device)}
+    mask = batch["completion_mask"].float()
+    old_logp = completion_logprobs(policy, *batch.values(), temperature=cfg.temperature)
+    with adapters_disabled(reference if reference is not None else policy) as ref_model:
+        ref_logp = completion_logprobs(ref_model, *batch.values(), temperature=cfg.temperature)
+    old_values = response_values(value, batch)
+
+    scores, parts = total_reward(terms, rows, texts)
+    finished = torch.tensor(samples.finished, dtype=torch.bool)
+    scores = torch.where(finished, scores, scores - cfg.missing_eos_penalty).to(device)
+    rewards, kl = token_rewards(old_logp, ref_logp, mask, scores, beta=beta, estimator=cfg.kl_estimator)
+    if cfg.whiten_rewards:
+        rewards = whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, old_values, mask, gamma=cfg.gamma, lam=cfg.lam)
+    advantages = whiten(advantages, mask)
+
+    row = {"reward": float(scores.mean()), **parts, "kl": float((kl * mask).sum(1).mean()),
+           "entropy": float(-masked_mean(old_logp, mask)),  # per-token estimate −E log π on own samples
+           "length": float(mask.sum(1).mean()), "finished": float(finished.float().mean()),
+           "value/explained_variance": float(explained_variance(old_values, returns, mask))}
+    if world is not None:
+        row["gold"] = sum(world.oracle.score_prompt(r["prompt"], t) for r, t in zip(rows, texts)) / len(rows)
+    roll = {**batch, "mask": mask, "old_logp": old_logp, "old_values": old_values, "advantages": advantages,
+            "returns": returns}
+    return roll, row
+
+
+def update(cfg: PPOConfig, step: int, roll: dict, policy, value, optimizer, scheduler, ptx, ptx_order) -> dict:
+    """``ppo_epochs`` passes over shuffled minibatches; returns the mean of each loss and diagnostic."""
+    from alignkit.training.loop import lm_forward_loss
+
+    policy.train()
+    value.train()
+    B = roll["mask"].size(0)
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    sums: dict[str, float] = {}
+    n = 0
+    for epoch in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=generator)
+        for k, start in enumerate(range(0, B, cfg.minibatch)):
+            idx = perm[start:start + cfg.minibatch].to(roll["mask"].device)
+            mb = {key: v[idx] for key, v in roll.items()}
+            logp = completion_logprobs(policy, mb["prompt_ids"], mb["prompt_mask"], mb["completion_ids"],
+                                       mb["completion_mask"], temperature=cfg.temperature)
+            p_loss, p_metrics = policy_loss(logp, mb["old_logp"], mb["advantages"], mb["mask"], clip_low=cfg.clip)
+            v_loss, v_metrics = value_loss(response_values(value, mb), mb["old_values"], mb["returns"], mb["mask"],
+                                           clip=cfg.value_clip or None)
+            loss = p_loss + cfg.vf_coef * v_loss
+            metrics = {"policy/loss": p_loss, "value/loss": v_loss, **p_metrics, **v_metrics}
+            if ptx is not None:
+                first = ((step * cfg.ppo_epochs + epoch) * math.ceil(B / cfg.minibatch) + k) * cfg.ptx_batch
+                blocks = {key: v[ptx_order.indices(first, cfg.ptx_batch)].to(logp.device) for key, v in ptx.items()}
+                ptx_loss, _ = lm_forward_loss(policy, blocks, normalizer=max(1, int((blocks["labels"] != -100).sum())))
+                loss = loss + cfg.ptx_coef * ptx_loss
+                metrics["ptx/loss"] = ptx_loss
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable(policy) + trainable(value), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            for key, v in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            n += 1
+    return {key: v / n for key, v in sums.items()}
+
+
+def trainable(model) -> list:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def response_values(value, batch: dict) -> torch.Tensor:
+    """V(x, y_<t) at every response position: the head at the position that predicts token t; (B, A) fp32."""
+    from alignkit.models.heads import scalar_outputs
+
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    P, A = batch["prompt_ids"].size(1), batch["completion_ids"].size(1)
+    values = scalar_outputs(value, ids, mask)[:, P - 1:P - 1 + A]
+    return values * batch["completion_mask"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+def prompt_rows(cfg: PPOConfig, world) -> list[dict]:
+    """The prompts to train on: the world's train prompts, or a file of {prompt, ...} records."""
+    if cfg.prompts == "world":
+        return [{"prompt": t.prompt, "category": t.category} for t in world.tasks("train")]
+    from alignkit.data.sources import load_records
+    return load_records(cfg.prompts, "prompt")
+
+
+def pretraining_blocks(data: str, world, tokenizer, block_size: int = 256) -> dict:
+    """Pretraining text for PPO-ptx (the built-in world's corpus, or {text} records), tokenised and packed."""
+    from alignkit.data.collators import pack_documents
+    from alignkit.stages.pretrain import load_documents
+
+    docs = world.pretraining_documents() if data == "world" and world is not None else load_documents(data)
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    try:
+        return pack_documents(ids, block_size=block_size, eos_id=tokenizer.eos_token_id)
+    except ValueError as e:
+        raise AlignkitError(f"ptx_data={data}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoints: both models' weights in one safetensors file, optimizer, scheduler and β beside it
+
+def save_ppo_state(state_dir: Path, step: int, policy, value, optimizer, scheduler, extra: dict) -> None:
+    from alignkit.training.checkpoint import save_state
+
+    save_state(state_dir, step, model=_Pair(policy, value), optimizer=optimizer, scheduler=scheduler, extra=extra)
+
+
+def load_ppo_state(path: Path, policy, value, optimizer, scheduler) -> dict:
+    from alignkit.training.checkpoint import load_state
+
+    return load_state(path, model=_Pair(policy, value), optimizer=optimizer, scheduler=scheduler)
+
+
+class _Pair(torch.nn.Module):
+    """Policy and value as one module, so the shared checkpoint code saves and restores both."""
+
+    def __init__(self, policy, value):
+        super().__init__()
+        self.policy, self.value = policy, value
+
+    def save_pretrained(self, path: Path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        weights, seen = {}, set()
+        for name, tensor in self.state_dict().items():  # a tied output head is the embedding: saved once
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                weights[name] = tensor.contiguous()
+        save_file(weights, str(Path(path) / "model.safetensors"))
+

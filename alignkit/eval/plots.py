@@ -66,25 +66,36 @@ def plot_rm_curve(points: list[dict], path: str | Path) -> Path:
     return _save(fig, plt, path)
 
 
-def plot_ppo(curve: list[dict], path: str | Path) -> Path:
-    """PPO's reward over-optimisation: the reward-model score and the gold reward of each iteration's
-    rollouts against their KL to the reference."""
+def plot_ppo(curve: list[dict], path: str | Path, window: int = 5) -> Path:
+    """PPO's reward over-optimisation over iterations: the reward-model score and the gold reward of each
+    iteration's rollouts (dots; lines: running mean over ``window`` iterations), and their KL to the reference."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    kl = [row["kl"] for row in curve]
+    steps = [row["step"] for row in curve]
     proxy_key = "reward/rm" if any("reward/rm" in row for row in curve) else "reward"
-    left.plot(kl, [row[proxy_key] for row in curve], ".-", color="tab:orange", alpha=0.8)
-    left.set(title="What PPO optimises", xlabel="KL(π ‖ SFT) of the rollouts, nats per response",
-             ylabel="reward-model score (normalised)" if proxy_key == "reward/rm" else "reward")
-    if any("gold" in row for row in curve):
-        right.plot([row["kl"] for row in curve if "gold" in row], [row["gold"] for row in curve if "gold" in row],
-                   ".-", color="tab:blue", alpha=0.8)
-    right.set(title="What it achieves", xlabel="KL(π ‖ SFT) of the rollouts, nats per response",
-              ylabel="gold reward (oracle) of the same rollouts")
+    gold_axis = left.twinx()
+    for ax, key, color, label in ((left, proxy_key, "tab:orange", "proxy: reward model (normalised)"),
+                                  (gold_axis, "gold", "tab:blue", "gold: oracle")):
+        pts = [(row["step"], row[key]) for row in curve if key in row]
+        if not pts:
+            continue
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        ax.plot(xs, ys, ".", color=color, alpha=0.4)
+        ax.plot(xs, _running_mean(ys, window), "-", color=color, label=label)
+        ax.set_ylabel(label, color=color)
+    left.set(title="Reward of the rollouts", xlabel="PPO iteration")
+    right.plot(steps, [row["kl"] for row in curve], ".", color="tab:gray", alpha=0.4)
+    right.plot(steps, _running_mean([row["kl"] for row in curve], window), "-", color="tab:gray")
+    right.set(title="KL(π ‖ SFT) of the rollouts", xlabel="PPO iteration", ylabel="nats per response")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, plt, path)
+
+
+def _running_mean(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+            for i in range(len(values))]
 
 
 def plot_frontier(models: dict[str, dict], path: str | Path) -> Path:

@@ -147,7 +147,9 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
             batch_rows = [rows[int(i)] for i in order.indices(step * cfg.rollout_batch, cfg.rollout_batch)]
             roll, row = rollout(cfg, step, batch_rows, policy, reference, value, tokenizer, terms, kl_ctl.beta,
                                 world if cfg.prompts == "world" else None)
+            t1 = time.perf_counter()
             row.update(update(cfg, step, roll, policy, value, optimizer, scheduler, ptx, ptx_order))
+            row.update({"seconds/rollout": t1 - t0, "seconds/update": time.perf_counter() - t1})
             kl_ctl.update(row["kl"], n_steps=len(batch_rows))
             step += 1
             row.update({"beta": kl_ctl.beta, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
@@ -186,8 +188,10 @@ def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, valu
             world) -> tuple[dict, dict]:
     """Sample, score, and turn the scores into advantages and returns; everything the updates need."""
     prompts = [render_prompt(tokenizer, as_messages(r["prompt"], "user")) for r in rows]
+    t0 = time.perf_counter()
     samples = sample(policy, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                      batch_size=len(prompts), seed=cfg.seed * 1_000_003 + step)
+    sampling_seconds = time.perf_counter() - t0
     texts = [t.strip() for t in samples.texts]
     device = next(policy.parameters()).device
     batch = {"prompt_ids": samples.prompt_ids.to(device), "prompt_mask": samples.prompt_mask.to(device),
@@ -210,7 +214,8 @@ def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, valu
     row = {"reward": float(scores.mean()), **parts, "kl": float((kl * mask).sum(1).mean()),
            "entropy": float(-masked_mean(old_logp, mask)),  # per-token estimate −E log π on own samples
            "length": float(mask.sum(1).mean()), "finished": float(finished.float().mean()),
-           "value/explained_variance": float(explained_variance(old_values, returns, mask))}
+           "value/explained_variance": float(explained_variance(old_values, returns, mask)),
+           "seconds/sampling": sampling_seconds}
     if world is not None:
         row["gold"] = sum(world.oracle.score_prompt(r["prompt"], t) for r, t in zip(rows, texts)) / len(rows)
     roll = {**batch, "mask": mask, "old_logp": old_logp, "old_values": old_values, "advantages": advantages,

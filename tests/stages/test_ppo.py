@@ -88,8 +88,9 @@ def test_resume_gives_the_uninterrupted_weights(dirs, tmp_path, monkeypatch):
     a, b = load_file(straight / "model" / "model.safetensors"), load_file(resumed / "model" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name])
-    assert _metrics(straight) == [dict(r, **{"ppo/seconds": r2["ppo/seconds"]})
-                                  for r, r2 in zip(_metrics(resumed), _metrics(straight))]
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("ppo/seconds")} for r in rows]
+    assert untimed(_metrics(straight)) == untimed(_metrics(resumed))
 
 
 def test_bad_reward_specs_are_one_line_errors(dirs, tmp_path):

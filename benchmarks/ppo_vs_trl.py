@@ -1,0 +1,124 @@
+"""Seconds per PPO iteration: alignkit's PPO against TRL 1.12's experimental PPOTrainer, side by side.
+
+Same policy, reward model and value model (a run's SFT and reward model, or tiny random ones), same
+prompts, same batch (64 rollouts per iteration, minibatches of 16, 2 PPO epochs), same response length
+(48 tokens, temperature 0.7), same device; each trainer runs ``--iterations`` iterations after one
+warm-up iteration, and the median seconds per iteration are compared. TRL is not a dependency of
+alignkit; install it beside the project for this script only:
+
+    .venv/bin/pip install --no-deps --target /tmp/bench-trl trl==1.12.0
+    PYTHONPATH=/tmp/bench-trl .venv/bin/python benchmarks/ppo_vs_trl.py [--run runs/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH, MINIBATCH, EPOCHS, LENGTH, TEMPERATURE = 64, 16, 2, 48, 0.7
+
+
+def models(run: Path | None, root: Path) -> tuple[Path, Path]:
+    """(policy dir, reward-model dir): the run's SFT and reward model, or tiny random ones."""
+    if run is not None and (run / "sft" / "model").is_dir() and (run / "rm" / "model").is_dir():
+        return run / "sft" / "model", run / "rm" / "model"
+    from alignkit.models.heads import new_scalar_model
+    from alignkit.models.load import build_config, new_model, save_model
+    from alignkit.models.tokenizer import train_tokenizer
+    from alignkit.world import build_world
+
+    tokenizer = train_tokenizer(build_world().pretraining_documents()[:2000], vocab_size=1024)
+    save_model(new_model(build_config("llama", "tiny", tokenizer), seed=0), tokenizer, root / "policy")
+    rm, rm_tok = new_scalar_model(root / "policy", seed=1)
+    rm.save_pretrained(root / "rm")
+    rm_tok.save_pretrained(root / "rm")
+    return root / "policy", root / "rm"
+
+
+def prompts(n: int) -> list[str]:
+    from alignkit.world import build_world
+
+    return [t.prompt for t in build_world().tasks("train")[:n]]
+
+
+def alignkit_seconds(policy: Path, rm: Path, root: Path, iterations: int) -> list[float]:
+    from alignkit.config import PPOConfig
+    from alignkit.data.sources import write_jsonl
+    from alignkit.stages import ppo
+
+    write_jsonl(root / "prompts.jsonl", [{"prompt": p} for p in prompts(BATCH * (iterations + 1))])
+    cfg = PPOConfig(model=str(policy), rm=str(rm), prompts=str(root / "prompts.jsonl"), out=str(root / "alignkit"),
+                    rollout_batch=BATCH, minibatch=MINIBATCH, ppo_epochs=EPOCHS, max_new_tokens=LENGTH,
+                    temperature=TEMPERATURE, steps=iterations + 1, save_every=10_000, progress=False, device="cpu")
+    ppo.run(cfg)
+    rows = [json.loads(line) for line in (root / "alignkit" / "metrics.jsonl").read_text().splitlines()]
+    return [r["ppo/seconds"] for r in rows[1:]]
+
+
+def trl_seconds(policy: Path, rm: Path, root: Path, iterations: int) -> list[float]:
+    import torch
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(policy), padding_side="left")
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts(BATCH * (iterations + 1))]
+    data = Dataset.from_dict({"input_ids": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]})
+    args = PPOConfig(output_dir=str(root / "trl"), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+                     num_mini_batches=BATCH // MINIBATCH, num_ppo_epochs=EPOCHS, response_length=LENGTH,
+                     temperature=TEMPERATURE, total_episodes=BATCH * (iterations + 1), stop_token="eos",
+                     local_rollout_forward_batch_size=BATCH, num_sample_generations=0, report_to="none",
+                     save_strategy="no", logging_steps=10_000, use_cpu=True, learning_rate=1e-5, seed=0)
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    load = dict(local_files_only=True, dtype=torch.float32)
+    trainer = PPOTrainer(args=args, processing_class=tokenizer,
+                         model=AutoModelForCausalLM.from_pretrained(str(policy), **load),
+                         ref_model=AutoModelForCausalLM.from_pretrained(str(policy), **load),
+                         reward_model=AutoModelForSequenceClassification.from_pretrained(str(rm), num_labels=1, **load),
+                         value_model=AutoModelForSequenceClassification.from_pretrained(str(rm), num_labels=1, **load),
+                         train_dataset=data, callbacks=[Clock()])
+    trainer.train()
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="runs/demo", help="run dir whose sft/model and rm/model to use")
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations per trainer (after a warm-up)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit("TRL is not importable; see the instructions at the top of this file")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        policy, rm = models(Path(args.run), root)
+        ours = alignkit_seconds(policy, rm, root, args.iterations)
+        theirs = trl_seconds(policy, rm, root, args.iterations)
+    a, t = statistics.median(ours), statistics.median(theirs)
+    print(f"model: {policy}")
+    print(f"alignkit: {a:.2f} s per iteration (median of {len(ours)}: {', '.join(f'{x:.2f}' for x in ours)})")
+    print(f"TRL 1.12: {t:.2f} s per iteration (median of {len(theirs)}: {', '.join(f'{x:.2f}' for x in theirs)})")
+    print(f"TRL / alignkit: {t / a:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -264,7 +264,7 @@ class PPOConfig(EngineConfig):
     # inputs / outputs
     model: str = param("", "HF causal-LM dir of the policy to start from (e.g. runs/demo/sft/model); also the "
                        "reference")
-    rm: str = param("", "reward-model dir from `alignkit rm` (needed by the 'rm' reward and value_init=rm)")
+    rm: str = param("", "reward-model dir from `alignkit rm` (needed by the 'rm' reward and value_model=rm)")
     reward: str = param("rm", "reward: rm, oracle (the world's gold judge: a ceiling experiment), module:function, "
                         "or a weighted sum such as 'rm + 0.5*my_pkg.checks:reward'")
     prompts: str = param("world", "'world' for the built-in train prompts, or a JSONL/Parquet/datasets dir of "
@@ -296,8 +296,10 @@ class PPOConfig(EngineConfig):
     ptx_batch: int = param(4, "pretraining blocks per update when ptx_coef > 0", min=1)
     ptx_data: str = param("world", "pretraining text for PPO-ptx: 'world' (the built-in corpus) or a JSONL/Parquet/"
                           "datasets dir of {text} records")
-    value_init: str = param("rm", "value model: rm (the reward model, as InstructGPT) or policy (the policy's "
-                            "backbone with a zero head)", choices=("rm", "policy"))
+    value_model: str = param("rm", "the critic: rm (a separate model initialised from the reward model, as "
+                             "InstructGPT), policy (a separate copy of the policy with a zero head) or shared (a "
+                             "zero-initialised head on the policy's own trunk: one model, one forward pass)",
+                             choices=("rm", "policy", "shared"))
     # optimisation
     steps: int = param(60, "PPO iterations (rollout + updates)", min=1)
     ppo_epochs: int = param(4, "passes over each rollout batch", min=1)

@@ -52,7 +52,7 @@ def child(root: Path, lora: bool, device: str) -> None:
     from alignkit.stages import ppo
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cfg = PPOConfig(model=str(root / "policy"), rm=str(root / "rm"), reward="rm", value_init="rm",
+    cfg = PPOConfig(model=str(root / "policy"), rm=str(root / "rm"), reward="rm", value_model="rm",
                     prompts=str(root / "prompts.jsonl"), out=str(root / f"ppo-{'lora' if lora else 'full'}"),
                     rollout_batch=16, minibatch=8, ppo_epochs=1, steps=2, max_new_tokens=32, lora=lora,
                     lr=1e-4 if lora else 1e-5, save_every=1000, overwrite=True, progress=False, device=device)

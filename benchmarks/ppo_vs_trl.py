@@ -2,8 +2,9 @@
 
 Same policy, reward model and value model (a run's SFT and reward model, or tiny random ones), same
 prompts, same batch (64 rollouts per iteration, minibatches of 16, 2 PPO epochs), same response length
-(48 tokens, temperature 0.7), same device; each trainer runs ``--iterations`` iterations after one
-warm-up iteration, and the median seconds per iteration are compared. TRL is not a dependency of
+(48 tokens, temperature 0.7), same device (alignkit also with the value head on the policy's trunk);
+each trainer runs ``--iterations`` iterations after one warm-up iteration, and the median seconds per
+iteration are compared. TRL is not a dependency of
 alignkit; install it beside the project for this script only:
 
     .venv/bin/pip install --no-deps --target /tmp/bench-trl trl==1.12.0
@@ -47,17 +48,19 @@ def prompts(n: int) -> list[str]:
     return [t.prompt for t in build_world().tasks("train")[:n]]
 
 
-def alignkit_seconds(policy: Path, rm: Path, root: Path, iterations: int) -> list[float]:
+def alignkit_seconds(policy: Path, rm: Path, root: Path, iterations: int, value_model: str = "rm") -> list[float]:
     from alignkit.config import PPOConfig
     from alignkit.data.sources import write_jsonl
     from alignkit.stages import ppo
 
     write_jsonl(root / "prompts.jsonl", [{"prompt": p} for p in prompts(BATCH * (iterations + 1))])
-    cfg = PPOConfig(model=str(policy), rm=str(rm), prompts=str(root / "prompts.jsonl"), out=str(root / "alignkit"),
+    out = root / f"alignkit-{value_model}"
+    cfg = PPOConfig(model=str(policy), rm=str(rm), prompts=str(root / "prompts.jsonl"), out=str(out),
+                    value_model=value_model,
                     rollout_batch=BATCH, minibatch=MINIBATCH, ppo_epochs=EPOCHS, max_new_tokens=LENGTH,
                     temperature=TEMPERATURE, steps=iterations + 1, save_every=10_000, progress=False, device="cpu")
     ppo.run(cfg)
-    rows = [json.loads(line) for line in (root / "alignkit" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["ppo/seconds"] for r in rows[1:]]
 
 
@@ -112,12 +115,15 @@ def main() -> None:
         root = Path(tmp)
         policy, rm = models(Path(args.run), root)
         ours = alignkit_seconds(policy, rm, root, args.iterations)
+        shared = alignkit_seconds(policy, rm, root, args.iterations, value_model="shared")
         theirs = trl_seconds(policy, rm, root, args.iterations)
-    a, t = statistics.median(ours), statistics.median(theirs)
     print(f"model: {policy}")
-    print(f"alignkit: {a:.2f} s per iteration (median of {len(ours)}: {', '.join(f'{x:.2f}' for x in ours)})")
-    print(f"TRL 1.12: {t:.2f} s per iteration (median of {len(theirs)}: {', '.join(f'{x:.2f}' for x in theirs)})")
-    print(f"TRL / alignkit: {t / a:.2f}x")
+    t = statistics.median(theirs)
+    for name, times in (("alignkit, value model from the RM (as TRL)", ours),
+                        ("alignkit, value head on the policy (shared)", shared), ("TRL 1.12", theirs)):
+        m = statistics.median(times)
+        print(f"{name}: {m:.2f} s per iteration (median of {len(times)}: {', '.join(f'{x:.2f}' for x in times)})"
+              + ("" if times is theirs else f"; TRL / this: {t / m:.2f}x"))
 
 
 if __name__ == "__main__":

@@ -40,19 +40,31 @@ def completion_logprobs(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask:
 
 def _logprobs(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
               completion_mask: Tensor, temperature: float) -> Tensor:
+    return completion_logprobs_and_hidden(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                          temperature=temperature, hidden=False)[0]
+
+
+def completion_logprobs_and_hidden(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor,
+                                   completion_ids: Tensor, completion_mask: Tensor, *, temperature: float = 1.0,
+                                   hidden: bool = True) -> tuple[Tensor, Tensor | None]:
+    """One forward pass: the log-probs of :func:`completion_logprobs` (B, A), and with ``hidden`` the last
+    hidden states at the positions that predict each completion token (B, A, d) — what a value head on
+    the policy's own trunk reads (PPO with a shared trunk)."""
     device = next(model.parameters()).device
     ids = torch.cat([prompt_ids, completion_ids], dim=1).to(device)
     mask = torch.cat([prompt_mask, completion_mask], dim=1).to(device).long()
     # With left padding the first real token must sit at position 0, as it did when the prompt was
     # encoded alone; pad positions get 0 too (they are masked out, so any value would do).
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                output_hidden_states=hidden)
     P, A = prompt_ids.size(1), completion_ids.size(1)
-    logits = logits[:, P - 1:P - 1 + A, :].float() / temperature  # (B, A, V): the positions predicting a
+    logits = out.logits[:, P - 1:P - 1 + A, :].float() / temperature  # (B, A, V): the positions predicting a
     targets = completion_ids.to(device).unsqueeze(-1)
     logps = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     # where, not multiply: a non-finite value at a padded position must not leak into the result as NaN
-    return torch.where(completion_mask.to(device).bool(), logps, torch.zeros_like(logps))
+    logps = torch.where(completion_mask.to(device).bool(), logps, torch.zeros_like(logps))
+    return logps, (out.hidden_states[-1][:, P - 1:P - 1 + A] if hidden else None)
 
 
 def sequence_logprob(token_logps: Tensor, mask: Tensor) -> Tensor:

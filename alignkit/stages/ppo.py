@@ -8,18 +8,20 @@ Each iteration is the loop below, top to bottom (Ouyang et al. 2022, arXiv 2203.
    ``alignkit/rollout/rewards.py``), minus ``missing_eos_penalty`` for a response cut at max_new_tokens;
 3. **per-token rewards** — −β·(log π_old − log π_ref) on every token, plus the score on the last one;
    log-probs at the sampling temperature; β fixed or adapted towards ``kl_target``;
-4. **values** — the value model (initialised from the reward model, or the policy with a zero head)
-   at every response position;
+4. **values** — the critic at every response position: a separate value model initialised from the
+   reward model or from the policy with a zero head, or a zero head on the policy's own trunk
+   (``value_model=shared``: one model, one forward pass for log-probs and values);
 5. **GAE** (γ, λ) → returns; advantages whitened over the batch;
 6. **updates** — ``ppo_epochs`` passes over minibatches of the clipped policy loss + ``vf_coef`` × the
    clipped value loss, and with ``ptx_coef`` > 0 a next-token loss on pretraining text (PPO-ptx).
 
-Dropout is off in every model; the reference is a frozen copy of the starting policy. Policy and value
-are separate models, so full fine-tuning keeps four backbones in memory (policy, reference, value,
-reward model) plus AdamW's two moments for the two trained ones. With ``lora=true`` the reference is the
-policy with its adapters disabled and the value model is the reward model with adapters (scoring
-turns them off): two backbones, and optimizer state for the adapters only. Losses are in
-``alignkit/losses/ppo.py``.
+Dropout is off in every model; the reference is a frozen copy of the starting policy. With a separate
+value model (``value_model=rm`` or ``policy``) full fine-tuning keeps four backbones in memory (policy,
+reference, value, reward model) plus AdamW's two moments for the two trained ones; ``value_model=shared``
+keeps three (the critic is a head on the policy). With ``lora=true`` the reference is the policy with its
+adapters disabled, and a value model initialised from the reward model is the reward model with
+adapters (scoring turns them off): two backbones, and optimizer state for the adapters only. Losses
+are in ``alignkit/losses/ppo.py``.
 
 Every iteration logs the reward (and each of its terms), the KL to the reference, β, the losses, clip
 fractions, approx-KL, explained variance, entropy and response length to metrics.jsonl; on the built-in
@@ -27,7 +29,7 @@ world it also logs the gold (oracle) reward of the same rollouts, which never tr
 side by side show reward over-optimisation as KL grows.
 
     alignkit ppo model=runs/demo/sft/model rm=runs/demo/rm/model out=runs/mine/ppo
-    alignkit ppo model=my-sft prompts=prompts.jsonl reward=my_pkg.checks:reward value_init=policy
+    alignkit ppo model=my-sft prompts=prompts.jsonl reward=my_pkg.checks:reward value_model=shared
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ from alignkit.losses.ppo import (
     whiten,
 )
 from alignkit.losses.reduce import masked_mean
-from alignkit.models.logprobs import completion_logprobs
-from alignkit.models.lora import adapters_disabled, add_lora, save_lora
+from alignkit.models.logprobs import completion_logprobs, completion_logprobs_and_hidden
+from alignkit.models.lora import adapters_disabled, add_lora, save_trained
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, save_pretrained_atomic, write_json_atomic
@@ -74,8 +76,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     if not cfg.model:
         raise AlignkitError("ppo needs model=DIR (the policy to start from, e.g. runs/demo/sft/model)")
     terms_spec = [name for _, name in parse_reward(cfg.reward)]
-    if ("rm" in terms_spec or cfg.value_init == "rm") and not cfg.rm:
-        raise AlignkitError("ppo needs rm=DIR (a reward model from `alignkit rm`) for reward=rm or value_init=rm")
+    if ("rm" in terms_spec or cfg.value_model == "rm") and not cfg.rm:
+        raise AlignkitError("ppo needs rm=DIR (a reward model from `alignkit rm`) for reward=rm or value_model=rm")
     if cfg.prompts == "world" and world is None:
         from alignkit.world import build_world
         world = build_world()
@@ -95,18 +97,20 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     else:
         reference, _ = load_model(cfg.model, device=str(device))
         reference.eval().requires_grad_(False)
-    if cfg.value_init == "rm":
+    if cfg.value_model == "rm":
         value = add_lora(rm, cfg, task="SEQ_CLS") if cfg.lora else load_scalar_model(cfg.rm, device=str(device))[0]
         if cfg.lora:
             rm = value
-    else:
+    elif cfg.value_model == "policy":
         value, _ = new_scalar_model(cfg.model, head_init="zero", device=str(device))
         value = add_lora(value, cfg, task="SEQ_CLS") if cfg.lora else value
-    if value.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        raise AlignkitError(f"value_init=rm: the reward model {cfg.rm} has a smaller vocabulary than the policy "
-                            f"{cfg.model}; use value_init=policy")
+    else:
+        value = ValueHead(policy.config.hidden_size).to(device)
+    if not isinstance(value, ValueHead) and value.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        raise AlignkitError(f"value_model=rm: the reward model {cfg.rm} has a smaller vocabulary than the policy "
+                            f"{cfg.model}; use value_model=policy or shared")
     for m in (policy, reference, value, rm):
-        if m is not None:
+        if m is not None and not isinstance(m, ValueHead):
             disable_dropout(m)
     terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=world if cfg.prompts == "world" else None,
                          normalized=cfg.normalize_reward)
@@ -161,11 +165,12 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
 
     # artifacts: the policy (a plain HF causal LM) and the value model
     train_seconds = seconds_before + time.perf_counter() - start
-    if cfg.lora:
-        save_lora(policy, tokenizer, out)
+    save_trained(policy, tokenizer, out)
+    if isinstance(value, ValueHead):
+        save_file(value.state_dict(), str(out / "value_head.safetensors"))
+    elif cfg.lora:
         value.save_pretrained(str(out / "value"))  # the value model's adapter (and head)
     else:
-        save_pretrained_atomic(policy, tokenizer, out / "model")
         save_pretrained_atomic(value, tokenizer, out / "value")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = history[-1]
@@ -197,10 +202,9 @@ def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, valu
     batch = {"prompt_ids": samples.prompt_ids.to(device), "prompt_mask": samples.prompt_mask.to(device),
              "completion_ids": samples.completion_ids.to(device), "completion_mask": samples.completion_mask.to(device)}
     mask = batch["completion_mask"].float()
-    old_logp = completion_logprobs(policy, *batch.values(), temperature=cfg.temperature)
+    old_logp, old_values = logprobs_and_values(policy, value, batch, cfg.temperature)
     with adapters_disabled(reference if reference is not None else policy) as ref_model:
         ref_logp = completion_logprobs(ref_model, *batch.values(), temperature=cfg.temperature)
-    old_values = response_values(value, batch)
 
     scores, parts = total_reward(terms, rows, texts)
     finished = torch.tensor(samples.finished, dtype=torch.bool)
@@ -237,11 +241,10 @@ def update(cfg: PPOConfig, step: int, roll: dict, policy, value, optimizer, sche
         perm = torch.randperm(B, generator=generator)
         for k, start in enumerate(range(0, B, cfg.minibatch)):
             idx = perm[start:start + cfg.minibatch].to(roll["mask"].device)
-            mb = {key: v[idx] for key, v in roll.items()}
-            logp = completion_logprobs(policy, mb["prompt_ids"], mb["prompt_mask"], mb["completion_ids"],
-                                       mb["completion_mask"], temperature=cfg.temperature)
+            mb = trim_padding({key: v[idx] for key, v in roll.items()})
+            logp, values = logprobs_and_values(policy, value, mb, cfg.temperature)
             p_loss, p_metrics = policy_loss(logp, mb["old_logp"], mb["advantages"], mb["mask"], clip_low=cfg.clip)
-            v_loss, v_metrics = value_loss(response_values(value, mb), mb["old_values"], mb["returns"], mb["mask"],
+            v_loss, v_metrics = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
                                            clip=cfg.value_clip or None)
             loss = p_loss + cfg.vf_coef * v_loss
             metrics = {"policy/loss": p_loss, "value/loss": v_loss, **p_metrics, **v_metrics}
@@ -263,8 +266,42 @@ def update(cfg: PPOConfig, step: int, roll: dict, policy, value, optimizer, sche
     return {key: v / n for key, v in sums.items()}
 
 
+def trim_padding(mb: dict) -> dict:
+    """Drop the columns that are padding in every row of a minibatch: the leading ones of the
+    left-padded prompts and the trailing ones of the right-padded responses (the rollout batch is
+    padded to its longest response; a minibatch's longest is often shorter). Values are unchanged."""
+    first = int(mb["prompt_mask"].any(dim=0).long().argmax())
+    last = int(mb["completion_mask"].sum(dim=1).max())
+    out = {k: v[:, first:] for k, v in mb.items() if k.startswith("prompt_")}
+    out.update({k: v[:, :last] for k, v in mb.items() if not k.startswith("prompt_")})
+    return out
+
+
 def trainable(model) -> list:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+class ValueHead(torch.nn.Module):
+    """The critic on the policy's own trunk (``value_model=shared``): hidden → 1, zero at the start
+    (OpenAI lm-human-preferences), so the first value estimates are 0."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.score = torch.nn.Linear(hidden_size, 1, bias=False)
+        torch.nn.init.zeros_(self.score.weight)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.score(hidden).squeeze(-1).float()
+
+
+def logprobs_and_values(policy, value, batch: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the response tokens under the policy and the critic's values at the same positions,
+    (B, A) each: one forward pass with a shared trunk, one per model otherwise."""
+    ids = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
+    if isinstance(value, ValueHead):
+        logp, hidden = completion_logprobs_and_hidden(policy, *ids, temperature=temperature)
+        return logp, value(hidden) * batch["completion_mask"]
+    return completion_logprobs(policy, *ids, temperature=temperature), response_values(value, batch)
 
 
 def response_values(value, batch: dict) -> torch.Tensor:

@@ -42,7 +42,7 @@ def dirs(tmp_path_factory, tokenizer):
 
 def _cfg(dirs, out, **kw):
     return PPOConfig(**{**dict(model=str(dirs / "policy"), prompts=str(dirs / "prompts.jsonl"), out=str(out),
-                               reward="ppo_test_reward:reward", value_init="policy", rollout_batch=8, minibatch=4,
+                               reward="ppo_test_reward:reward", value_model="policy", rollout_batch=8, minibatch=4,
                                ppo_epochs=2, steps=3, max_new_tokens=6, lr=1e-3, value_lr=1e-3, save_every=1,
                                progress=False), **kw})
 
@@ -71,7 +71,7 @@ def test_ppo_with_a_python_reward_on_user_prompts(dirs, tmp_path, monkeypatch):
 
 def test_ppo_with_a_reward_model_and_the_value_model_from_it(dirs, tmp_path):
     out = tmp_path / "ppo"
-    summary = ppo.run(_cfg(dirs, out, reward="rm", rm=str(dirs / "rm"), value_init="rm", steps=2, kl_target=1.0,
+    summary = ppo.run(_cfg(dirs, out, reward="rm", rm=str(dirs / "rm"), value_model="rm", steps=2, kl_target=1.0,
                            ptx_coef=0.0))
     rows = _metrics(out)
     assert "ppo/reward/rm" in rows[0]
@@ -108,7 +108,7 @@ def test_bad_reward_specs_are_one_line_errors(dirs, tmp_path):
 def test_ppo_with_lora_keeps_two_backbones_and_leaves_the_reward_model_alone(dirs, tmp_path):
     out = tmp_path / "ppo"
     rm_before = load_file(dirs / "rm" / "model.safetensors")
-    ppo.run(_cfg(dirs, out, reward="rm", rm=str(dirs / "rm"), value_init="rm", lora=True, lora_r=4, steps=2))
+    ppo.run(_cfg(dirs, out, reward="rm", rm=str(dirs / "rm"), value_model="rm", lora=True, lora_r=4, steps=2))
     rows = _metrics(out)
     assert rows[0]["ppo/kl"] == pytest.approx(0.0, abs=1e-6)  # adapters start at B = 0: policy = reference
     assert rows[-1]["ppo/kl"] != 0
@@ -129,3 +129,15 @@ def test_ppo_ptx_mixes_a_pretraining_loss_from_user_text(dirs, tmp_path, monkeyp
     with pytest.raises(AlignkitError, match="ptx_data"):
         write_jsonl(tmp_path / "tiny.jsonl", [{"text": "too short"}])
         ppo.run(_cfg(dirs, tmp_path / "short", ptx_coef=0.5, ptx_data=str(tmp_path / "tiny.jsonl")))
+
+
+def test_shared_trunk_value_head_reads_the_policy_in_the_same_pass(dirs, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(dirs))
+    out = tmp_path / "ppo"
+    ppo.run(_cfg(dirs, out, value_model="shared", steps=2))
+    rows = _metrics(out)
+    assert rows[0]["ppo/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[0]["ppo/value/loss"] > 0
+    head = load_file(out / "value_head.safetensors")
+    assert list(head) == ["score.weight"] and head["score.weight"].abs().sum() > 0  # zero at start, then trained
+    assert not (out / "value").exists()

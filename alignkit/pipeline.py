@@ -110,7 +110,7 @@ def run(cfg: RunConfig) -> dict:
             dpo.run, replace(dcfg, resume=resume, overwrite=not resume), cfg, world, run_dir), resumable=True)
         evals[name] = stages[name]["eval"]
 
-    # 10. PPO: the SFT policy against the reward model (value model initialised from it), on the train prompts
+    # 10. PPO: the SFT policy against the reward model on the train prompts (critic: cfg.ppo.value_model)
     from alignkit.eval import plots
     if cfg.run_ppo:
         from alignkit.stages import ppo

@@ -82,12 +82,14 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
         from alignkit.world import build_world
         world = build_world()
     rows = prompt_rows(cfg, world)  # bad data fails here, before anything is written
+    judge = world if cfg.prompts == "world" else None  # the oracle knows only the world's own prompts
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
 
-    # the four models: policy (trained), reference (frozen), value (trained), reward model (frozen); with LoRA
-    # the reference is the policy with its adapters disabled, and a value model initialised from the reward
-    # model shares its weights (scoring disables the value adapters), so two backbones are kept, not four
+    # the models: policy (trained), reference (frozen), critic (trained: a value model, or a head on the
+    # policy's trunk), reward model (frozen); with LoRA the reference is the policy with its adapters
+    # disabled, and a value model initialised from the reward model shares its weights (scoring disables
+    # the value adapters)
     policy, tokenizer = load_model(cfg.model, device=str(device))
     rm, rm_tokenizer = load_scalar_model(cfg.rm, device=str(device)) if cfg.rm else (None, None)
     if rm is not None:
@@ -112,8 +114,7 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     for m in (policy, reference, value, rm):
         if m is not None and not isinstance(m, ValueHead):
             disable_dropout(m)
-    terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=world if cfg.prompts == "world" else None,
-                         normalized=cfg.normalize_reward)
+    terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=judge, normalized=cfg.normalize_reward)
     begin_training(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
 
@@ -149,8 +150,7 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
                 return {}
             t0 = time.perf_counter()
             batch_rows = [rows[int(i)] for i in order.indices(step * cfg.rollout_batch, cfg.rollout_batch)]
-            roll, row = rollout(cfg, step, batch_rows, policy, reference, value, tokenizer, terms, kl_ctl.beta,
-                                world if cfg.prompts == "world" else None)
+            roll, row = rollout(cfg, step, batch_rows, policy, reference, value, tokenizer, terms, kl_ctl.beta, judge)
             t1 = time.perf_counter()
             row.update(update(cfg, step, roll, policy, value, optimizer, scheduler, ptx, ptx_order))
             row.update({"seconds/rollout": t1 - t0, "seconds/update": time.perf_counter() - t1})
@@ -163,7 +163,7 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
                 save_ppo_state(state_dir, step, policy, value, optimizer, scheduler,
                                {"train_seconds": seconds_before + time.perf_counter() - start, "beta": kl_ctl.beta})
 
-    # artifacts: the policy (a plain HF causal LM) and the value model
+    # artifacts: the policy (a plain HF causal LM; merged when trained with LoRA) and the critic
     train_seconds = seconds_before + time.perf_counter() - start
     save_trained(policy, tokenizer, out)
     if isinstance(value, ValueHead):

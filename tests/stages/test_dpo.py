@@ -111,3 +111,13 @@ def test_sft_term_on_the_chosen_response_is_added_and_logged(tmp_path, policy_di
     # step 0: DPO term log 2, plus the chosen answers' mean token NLL
     assert first["dpo/nll/chosen"] > 0
     assert first["dpo/loss"] == pytest.approx(0.693147 + first["dpo/nll/chosen"], abs=1e-4)
+
+
+def test_dpo_with_lora_starts_at_log_2_against_the_disabled_adapters(tmp_path, policy_dir, data):
+    out = tmp_path / "dpo"
+    summary = dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out, max_steps=15, eval_every=15, lora=True,
+                           lora_r=8, lr=1e-2))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["dpo/loss"] == pytest.approx(0.693147, abs=1e-4)  # adapters start at B = 0
+    assert summary["val_margin"] > 0
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model" / "model.safetensors").is_file()

@@ -141,3 +141,16 @@ def test_rm_bad_data_is_one_line_and_writes_nothing(tmp_path, backbone, capsys):
     assert not out.exists()
     with pytest.raises(AlignkitError, match="needs data"):
         rm.run(RMConfig(model=str(backbone["qwen2"])))
+
+
+def test_rm_with_lora_saves_an_adapter_and_a_normalised_merged_model(tmp_path, backbone, data):
+    out = tmp_path / "rm"
+    summary = rm.run(_cfg(backbone["llama"], data / "pairs.jsonl", out, max_steps=12, lora=True, lora_r=8,
+                          eval_data=str(data / "gold.jsonl")))
+    assert summary["heldout_accuracy"] >= 0.9
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    hf = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert "gain" in hf.config.reward_normalization
+    model, tok = load_scalar_model(out / "model")
+    both = score_responses(model, tok, PROMPTS * 2, GOOD + BAD)
+    assert abs(float(both.mean())) < 1e-3 and abs(float(both.std()) - 1) < 1e-2

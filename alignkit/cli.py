@@ -18,6 +18,7 @@ from alignkit.config import (
     DPOConfig,
     EvalConfig,
     GenerateConfig,
+    GRPOConfig,
     PPOConfig,
     PrefsConfig,
     PretrainConfig,
@@ -126,6 +127,15 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     cfg = load_config(PPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "ppo"))
     world = _world(args.world_config) if cfg.prompts == "world" else None
     summary = ppo.run(cfg, world)
+    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=1))
+
+
+def cmd_grpo(args: argparse.Namespace) -> None:
+    from alignkit.stages import grpo
+
+    cfg = load_config(GRPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "grpo"))
+    world = _world(args.world_config) if cfg.prompts == "world" else None
+    summary = grpo.run(cfg, world)
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=1))
 
 
@@ -269,6 +279,14 @@ def _parser() -> argparse.ArgumentParser:
                  "(resume with resume=true).")
     _world_options(p)
     p.set_defaults(func=cmd_ppo)
+
+    p = _command(sub, "grpo", "GRPO and the critic-free family (Dr. GRPO, DAPO options, RLOO, REINFORCE++): G "
+                 "responses per prompt, advantages relative to the group", GRPOConfig,
+                 "Reward: checkers such as alignkit.world.checkers:arithmetic, a reward model, Python functions, or "
+                 "a weighted sum. Writes out/model, metrics.jsonl (reward per source, zero-advantage groups, KL, "
+                 "clip fraction, entropy, length, truncation), summary.json (resume with resume=true).")
+    _world_options(p)
+    p.set_defaults(func=cmd_grpo)
 
     p = _command(sub, "bon", "best-of-n: sample n responses per held-out prompt, keep the reward model's best",
                  BonConfig, "Reports proxy and gold reward, win rate vs the policy and the analytic KL for each n, "

@@ -312,6 +312,50 @@ class PPOConfig(EngineConfig):
 
 
 @dataclass
+class GRPOConfig(EngineConfig):
+    """GRPO and the critic-free family: G responses per prompt, each judged against its own group."""
+    # inputs / outputs
+    model: str = param("", "HF causal-LM dir of the policy to start from (e.g. runs/demo/sft/model); also the "
+                       "reference")
+    rm: str = param("", "reward-model dir from `alignkit rm` (needed by the 'rm' reward)")
+    reward: str = param("rm", "reward: rm, oracle (a ceiling experiment), module:function — e.g. "
+                        "alignkit.world.checkers:arithmetic — or a weighted sum such as 'rm + checkers'")
+    prompts: str = param("world", "'world' for the built-in train prompts, or a JSONL/Parquet/datasets dir of "
+                         "{prompt, ...} records (the other fields go to reward functions)")
+    categories: list = param([], "world prompts: only these task categories (empty = all)")
+    out: str = param("runs/grpo", "output dir: model/, state/, metrics.jsonl, summary.json")
+    # sampling
+    group_size: int = param(4, "G: responses sampled per prompt", min=2)
+    prompts_per_step: int = param(16, "prompts per step (G responses each)", min=1)
+    max_new_tokens: int = param(48, "tokens per response at most (L_max)", min=1)
+    temperature: float = param(0.7, "sampling temperature; every log-prob uses it", gt=0)
+    dynamic_sampling: bool = param(False, "DAPO: drop groups whose rewards are all equal (no signal) and sample "
+                                   "more prompts to refill the step, up to 3 extra rounds")
+    mask_truncated: bool = param(False, "DAPO: no loss on responses cut at max_new_tokens")
+    overlong_cache: int = param(0, "DAPO's soft overlong penalty: the last this-many tokens before "
+                                "max_new_tokens ramp the reward down to −1 (0 = off)", min=0)
+    # the objective
+    advantage: str = param("grpo", "grpo (group mean / std), dr_grpo (mean only), rloo (leave-one-out), reinforce_pp "
+                           "(group mean, batch std)", choices=("grpo", "dr_grpo", "rloo", "reinforce_pp"))
+    std: str = param("unbiased", "std of the advantage: unbiased (n − 1, as TRL and verl) or population",
+                     choices=("unbiased", "population"))
+    loss_agg: str = param("seq_mean_token_mean", "seq_mean_token_mean (GRPO), token_mean (DAPO), "
+                          "seq_mean_token_sum_norm (Dr. GRPO: / (responses · max_new_tokens))",
+                          choices=("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"))
+    beta: float = param(0.04, "β of the k3 KL to the reference, in the loss (DeepSeekMath: 0.04); 0 = no "
+                        "reference model", min=0)
+    clip: float = param(0.2, "ε_low: clip range of the ratio below 1", gt=0)
+    clip_high: float = param(0.0, "ε_high above 1 (DAPO's clip-higher, e.g. 0.28); 0 = same as clip", min=0)
+    mu: int = param(1, "μ: optimisation passes over each step's samples (old log-probs kept when > 1)", min=1)
+    minibatch: int = param(0, "responses per optimizer step within a pass (0 = the whole step)", min=0)
+    # optimisation
+    steps: int = param(40, "GRPO steps (sample + update)", min=1)
+    lr: float = param(1e-5, "learning rate (AdamW, linear decay to 0)", gt=0)
+    # bookkeeping
+    seed: int = param(0, "seed for the prompt order and sampling", min=0)
+
+
+@dataclass
 class EvalConfig:
     """Held-out world prompts, sampled and judged by the oracle (``alignkit eval``)."""
     categories: list = param([], "task categories to evaluate (empty = all)")

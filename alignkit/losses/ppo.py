@@ -91,17 +91,16 @@ def whiten(values: Tensor, mask: Tensor, *, shift_mean: bool = True, unbiased: b
     return out * mask
 
 
-def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, clip_low: float = 0.2,
-                clip_high: float | None = None, dual_clip: float | None = None) -> tuple[Tensor, dict]:
-    """PPO's clipped surrogate, token-mean; ``clip_high`` (DAPO's clip-higher) defaults to ``clip_low``.
+def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, *, clip_low: float = 0.2,
+                      clip_high: float | None = None, dual_clip: float | None = None) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate per token (the loss, i.e. −objective) and where the clip was active; (B, T) each.
 
-    dual_clip c > 1 (Ye et al. 2020, arXiv 1912.09729) caps the loss of negative-advantage tokens at
-    −c·Â, so a huge ratio on a bad token cannot dominate. Metrics: clip fraction, approx-KL
-    ½·mean (log π − log π_old)², mean ratio.
+    ``clip_high`` (DAPO's clip-higher) defaults to ``clip_low``. dual_clip c > 1 (Ye et al. 2020,
+    arXiv 1912.09729) caps the loss of negative-advantage tokens at −c·Â, so a huge ratio on a bad token
+    cannot dominate.
     """
     clip_high = clip_low if clip_high is None else clip_high
-    log_ratio = logp - old_logp
-    ratio = torch.exp(log_ratio)
+    ratio = torch.exp(logp - old_logp)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(unclipped, clipped)
@@ -109,12 +108,24 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
         if dual_clip <= 1.0:
             raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
         per_token = torch.where(advantages < 0, torch.minimum(per_token, -dual_clip * advantages), per_token)
-    loss = masked_mean(per_token, mask)
+    return per_token, (clipped > unclipped).detach()
+
+
+def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, clip_low: float = 0.2,
+                clip_high: float | None = None, dual_clip: float | None = None) -> tuple[Tensor, dict]:
+    """:func:`clipped_surrogate`, token-mean over ``mask``. Metrics: clip fraction, approx-KL
+    ½·mean (log π − log π_old)², mean ratio."""
+    per_token, was_clipped = clipped_surrogate(logp, old_logp, advantages, clip_low=clip_low, clip_high=clip_high,
+                                               dual_clip=dual_clip)
+    return masked_mean(per_token, mask), surrogate_metrics(logp, old_logp, was_clipped, mask)
+
+
+def surrogate_metrics(logp: Tensor, old_logp: Tensor, was_clipped: Tensor, mask: Tensor) -> dict:
     with torch.no_grad():
-        metrics = {"policy/clipfrac": masked_mean((clipped > unclipped).float(), mask),
-                   "policy/approx_kl": masked_mean(0.5 * log_ratio ** 2, mask),
-                   "policy/ratio": masked_mean(ratio, mask)}
-    return loss, metrics
+        log_ratio = logp - old_logp
+        return {"policy/clipfrac": masked_mean(was_clipped.float(), mask),
+                "policy/approx_kl": masked_mean(0.5 * log_ratio ** 2, mask),
+                "policy/ratio": masked_mean(torch.exp(log_ratio), mask)}
 
 
 def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *,

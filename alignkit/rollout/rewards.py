@@ -5,8 +5,9 @@ A reward is a weighted sum of terms, written as a string:
     rm                       the trained reward model (normalised: SFT samples score mean 0, std 1)
     oracle                   the built-in world's gold judge — a *ceiling experiment*, not a recipe:
                              a real assistant never gets to see the gold reward
-    my_pkg.checks:reward     any Python function f(prompt, completion, **fields) -> float, where
-                             fields are the prompt record's other fields (e.g. `answer`)
+    my_pkg.checks:reward     any Python function f(prompts, completions, **fields) -> list of floats
+                             (None: unscorable), called once per batch; each of `fields` is the list
+                             of one of the prompt records' other fields (e.g. `answer`)
     rm + 0.5*my_pkg.checks:reward      several terms, each with an optional weight
 
 Every source maps (rows, completions) to one float per completion; ``rows`` are the prompt records
@@ -73,14 +74,21 @@ def build_reward(spec: str, *, rm=None, rm_tokenizer=None, world=None, batch_siz
 
 
 def total_reward(terms: list[RewardTerm], rows: list[dict], completions: list[str]) -> tuple[torch.Tensor, dict]:
-    """Σ weight · term for each completion: (B,) fp32, and each term's mean (for the logs)."""
+    """Σ weight · term for each completion: (B,) fp32, and each term's mean and std (for the logs).
+
+    A term that cannot score a completion (None → NaN) is left out of that completion's sum; when no
+    term can score it, the total is NaN (unscorable)."""
     total = torch.zeros(len(completions))
+    scored = torch.zeros(len(completions), dtype=torch.bool)
     parts = {}
     for term in terms:
         values = torch.tensor(term.score(rows, completions), dtype=torch.float32)
-        total += term.weight * values
-        parts[f"reward/{term.name}"] = float(values.mean())
-    return total, parts
+        ok = ~torch.isnan(values)
+        total += torch.where(ok, term.weight * values, torch.zeros_like(values))
+        scored |= ok
+        parts[f"reward/{term.name}"] = float(values[ok].mean()) if ok.any() else float("nan")
+        parts[f"reward/{term.name}/std"] = float(values[ok].std()) if ok.sum() > 1 else 0.0
+    return torch.where(scored, total, torch.full_like(total, float("nan"))), parts
 
 
 def _rm_scorer(rm, tokenizer, batch_size: int, normalized: bool):
@@ -110,13 +118,23 @@ def _function_scorer(path: str):
         raise AlignkitError(f"reward: {path} is not a function")
 
     def score(rows: list[dict], completions: list[str]) -> list[float]:
+        fields = {k for r in rows for k in r if k != "prompt"}
+        columns = {k: [r.get(k) for r in rows] for k in sorted(fields)}
+        try:
+            values = fn([r["prompt"] for r in rows], list(completions), **columns)
+        except Exception as e:  # a user function: name it, one line
+            raise AlignkitError(f"reward: {path} raised {type(e).__name__}: {e}") from None
+        if not isinstance(values, (list, tuple)) or len(values) != len(completions):
+            got = f"{len(values)} values" if isinstance(values, (list, tuple)) else repr(type(values).__name__)
+            raise AlignkitError(f"reward: {path} returned {got} for {len(completions)} completions")
         out = []
-        for r, c in zip(rows, completions):
-            fields = {k: v for k, v in r.items() if k != "prompt"}
-            value = fn(r["prompt"], c, **fields)
+        for v in values:
+            if v is None:
+                out.append(float("nan"))  # unscorable
+                continue
             try:
-                out.append(float(value))
+                out.append(float(v))
             except (TypeError, ValueError):
-                raise AlignkitError(f"reward: {path} returned {value!r}, not a number") from None
+                raise AlignkitError(f"reward: {path} returned {v!r}, not a number or None") from None
         return out
     return score

@@ -207,6 +207,8 @@ def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, valu
         ref_logp = completion_logprobs(ref_model, *batch.values(), temperature=cfg.temperature)
 
     scores, parts = total_reward(terms, rows, texts)
+    unscorable = torch.isnan(scores)  # no reward term could score it: no reward signal beyond the KL
+    scores = torch.where(unscorable, torch.zeros_like(scores), scores)
     finished = torch.tensor(samples.finished, dtype=torch.bool)
     scores = torch.where(finished, scores, scores - cfg.missing_eos_penalty).to(device)
     rewards, kl = token_rewards(old_logp, ref_logp, mask, scores, beta=beta, estimator=cfg.kl_estimator)
@@ -218,6 +220,7 @@ def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, valu
     row = {"reward": float(scores.mean()), **parts, "kl": float((kl * mask).sum(1).mean()),
            "entropy": float(-masked_mean(old_logp, mask)),  # per-token estimate −E log π on own samples
            "length": float(mask.sum(1).mean()), "finished": float(finished.float().mean()),
+           "unscorable": float(unscorable.float().mean()),
            "value/explained_variance": float(explained_variance(old_values, returns, mask)),
            "seconds/sampling": sampling_seconds}
     if world is not None:

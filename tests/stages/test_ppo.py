@@ -18,8 +18,8 @@ from alignkit.stages import ppo
 PROMPTS = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(5) for b in range(4)]
 
 REWARD_MODULE = '''
-def reward(prompt, completion, answer):
-    return 1.0 if answer in completion else -0.1 * len(completion.split())
+def reward(prompts, completions, answer):
+    return [1.0 if a in c else -0.1 * len(c.split()) for c, a in zip(completions, answer)]
 '''
 
 

@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_keys = preset_file(args.preset, "run")  # top-level keys of the run, e.g. rm_curve
     if run_keys.is_file():
         base.update(read_yaml(run_keys))
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo", "ppo"):
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo", "ppo", "grpo"):
         path = preset_file(args.preset, stage)
         if path.is_file():
             base[stage] = read_yaml(path)

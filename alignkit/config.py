@@ -413,7 +413,7 @@ class ChatConfig:
 @dataclass
 class RunConfig:
     """The recipe so far: world → tokenizer → pretrain → SFT → evaluation → preferences → reward model → best-of-n
-    → DPO → PPO."""
+    → DPO → PPO → GRPO."""
     name: str = param("demo", "run name: everything goes to <runs_dir>/<name>/")
     runs_dir: str = param("runs", "parent folder of runs")
     preset: str = param("tiny", "preset the run was built from (set by --preset)")
@@ -433,7 +433,13 @@ class RunConfig:
                             "frontier (empty = none)")
     ppo: PPOConfig = section(PPOConfig, "PPO on the world's train prompts against the reward model (model, rm and out "
                              "are set by the run)")
-    run_ppo: bool = param(True, "train and evaluate PPO (false: stop after DPO)")
+    run_ppo: bool = param(True, "train and evaluate PPO")
+    grpo: GRPOConfig = section(GRPOConfig, "GRPO on the world's train prompts with the reward model (model, rm, "
+                               "reward and out are set by the run); its keys also drive the verifiable-reward run")
+    grpo_checker: str = param("alignkit.world.checkers:arithmetic", "reward of the verifiable-reward GRPO run "
+                              "(empty = no such run)")
+    grpo_checker_categories: list = param(["arithmetic"], "world categories of the verifiable-reward GRPO run")
+    run_grpo: bool = param(True, "train and evaluate GRPO (with the reward model, and with the checker)")
 
 
 # ----------------------------------------------------------------------------------------------------

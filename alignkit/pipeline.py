@@ -1,5 +1,5 @@
 """The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation →
-preferences → reward model (+ its data-efficiency curve) → best-of-n → DPO (+ a β sweep) → PPO.
+preferences → reward model (+ its data-efficiency curve) → best-of-n → DPO (+ a β sweep) → PPO → GRPO.
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
 of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
@@ -123,7 +123,22 @@ def run(cfg: RunConfig) -> dict:
         evals["ppo"] = stages["ppo"]["eval"]
         plots.plot_ppo(stages["ppo"]["curve"], run_dir / "ppo.png")
 
-    # 11. figures: best-of-n over-optimisation, the reward model's data efficiency, the reward-vs-KL frontier
+    # 11. GRPO: the reward model on every category, and a checker (verifiable reward) on its categories
+    if cfg.run_grpo:
+        from alignkit.stages import grpo
+        runs = [("grpo", replace(cfg.grpo, reward="rm", rm=str(run_dir / "rm" / "model"), categories=[]))]
+        if cfg.grpo_checker:
+            runs.append((f"grpo_{'_'.join(cfg.grpo_checker_categories) or 'checker'}",
+                         replace(cfg.grpo, reward=cfg.grpo_checker, rm="", categories=list(cfg.grpo_checker_categories))))
+        for name, gcfg in runs:
+            gcfg = replace(gcfg, model=str(run_dir / "sft" / "model"), prompts="world", out=str(run_dir / name))
+            fp_grpo = fingerprint(_identity(gcfg), fp_sft, fp_rm if gcfg.rm else "", fp_world, to_dict(cfg.eval))
+            stages[name] = run_stage(run_dir / name, fp_grpo, lambda d, resume, gcfg=gcfg: _train_and_evaluate(
+                lambda c: grpo.run(c, world), replace(gcfg, resume=resume, overwrite=not resume), cfg, world, run_dir),
+                resumable=True)
+            evals[name] = stages[name]["eval"]
+
+    # 12. figures: best-of-n over-optimisation, the reward model's data efficiency, the reward-vs-KL frontier
     plots.plot_best_of_n(stages["bon"]["curve"], stages["bon"]["sft_gold_reward"], run_dir / "best_of_n.png")
     if "rm_curve" in stages:
         plots.plot_rm_curve(stages["rm_curve"]["points"], run_dir / "rm_curve.png")
@@ -268,7 +283,8 @@ def _model_rank(name: str) -> tuple[int, str]:
     return (MODEL_ORDER.index(key) if key in MODEL_ORDER else len(MODEL_ORDER), name)
 
 
-MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo")
+MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo",
+               "grpo_arithmetic")
 
 
 def print_table(summary: dict) -> None:

@@ -36,7 +36,8 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
                  "bon/summary.json", "bon/best_of_2/samples.jsonl", "best_of_n.png", "rm_curve.png",
                  "frontier.png", "dpo/model/model.safetensors", "dpo/ref_logps.pt", "dpo/eval/summary.json",
                  "dpo_beta_0.3/eval/samples.jsonl", "ppo/model/model.safetensors", "ppo/value/config.json",
-                 "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo.png"]:
+                 "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo.png", "grpo/model/model.safetensors",
+                 "grpo/eval/summary.json", "grpo_arithmetic/metrics.jsonl", "grpo_arithmetic/eval/samples.jsonl"]:
         assert (smoke_run / path).exists(), path
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
@@ -55,9 +56,9 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
     assert [row["n"] for row in summary["stages"]["bon"]["curve"]] == [1, 2]
     assert BON_ROW_KEYS <= summary["stages"]["bon"]["curve"][0].keys()
     assert EVAL_KEYS <= summary["models"]["best_of_2"].keys()
-    assert list(summary["models"]) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "dpo",
-                                       "dpo_beta_0.3"]
-    for name in ("dpo", "ppo"):
+    assert list(summary["models"]) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "dpo", "grpo",
+                                       "grpo_arithmetic", "dpo_beta_0.3"]
+    for name in ("dpo", "ppo", "grpo", "grpo_arithmetic"):
         assert EVAL_KEYS <= summary["models"][name].keys() and summary["models"][name]["kl_to_sft"] is not None
     assert [row["step"] for row in summary["stages"]["ppo"]["curve"]] == [1, 2]
     assert {"reward", "reward/rm", "gold", "kl"} <= summary["stages"]["ppo"]["curve"][0].keys()
@@ -73,7 +74,7 @@ def test_second_run_skips_unchanged_stages(smoke_run, capsys):
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capsys.readouterr().err
     for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "bon", "dpo",
-                  "dpo_beta_0.3", "ppo"):
+                  "dpo_beta_0.3", "ppo", "grpo", "grpo_arithmetic"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 

@@ -147,7 +147,7 @@ def collect(cfg: GRPOConfig, step: int, rows: list[dict], order: EpochOrder, con
     """Sample and score groups until the step holds ``prompts_per_step`` of them (with dynamic sampling:
     groups with some signal). Returns the padded batch, the step's diagnostics and the prompts consumed."""
     G = cfg.group_size
-    groups: list[tuple] = []  # (row, prompt ids, prompt mask, completion ids, rewards (G,), finished (G,))
+    groups: list[tuple] = []  # (prompt ids, prompt mask, completion ids, rewards (G,), finished (G,))
     gold: list[float] = []
     dropped, sampling, first_parts = 0, 0.0, {}
     for attempt in range(1 + (REFILL_ROUNDS if cfg.dynamic_sampling else 0)):
@@ -175,14 +175,14 @@ def collect(cfg: GRPOConfig, step: int, rows: list[dict], order: EpochOrder, con
                 continue
             ids = [samples.completion_ids[i][: int(samples.completion_mask[i].sum())].tolist()
                    for i in range(k * G, (k + 1) * G)]
-            groups.append((r, samples.prompt_ids[sl], samples.prompt_mask[sl], ids, values, samples.finished[sl]))
+            groups.append((samples.prompt_ids[sl], samples.prompt_mask[sl], ids, values, samples.finished[sl]))
             if judge is not None:
                 gold.extend(judge.oracle.score_prompt(r["prompt"], t) for t in texts[sl])
         first_parts = first_parts or parts
     if not groups:
         raise AlignkitError("grpo: every group of the step had equal rewards (no signal); "
                             "turn dynamic_sampling off or check the reward")
-    batch = _pad(groups, tokenizer.pad_token_id, cfg)
+    batch = _pad(groups, tokenizer.pad_token_id)
     rewards = batch.pop("rewards")
     advantages = group_advantages(rewards, cfg.advantage, unbiased=cfg.std == "unbiased")
     batch["advantages"] = advantages.reshape(-1)
@@ -252,7 +252,10 @@ def prompt_rows(cfg, world) -> list[dict]:
     """World train prompts (with their category and verifiable answer), or {prompt, ...} records."""
     if cfg.prompts == "world":
         cats = list(getattr(cfg, "categories", []) or [])
-        tasks = world.tasks("train", cats or None)
+        try:
+            tasks = world.tasks("train", cats or None)
+        except ValueError as e:
+            raise AlignkitError(f"categories: {e}") from None
         if not tasks:
             raise AlignkitError(f"no world train prompts in categories {cats}")
         return [{"prompt": t.prompt, "category": t.category, "answer": t.answer} for t in tasks]
@@ -260,12 +263,13 @@ def prompt_rows(cfg, world) -> list[dict]:
     return load_records(cfg.prompts, "prompt")
 
 
-def _pad(groups: list, pad_id: int, cfg: GRPOConfig) -> dict:
+def _pad(groups: list, pad_id: int) -> dict:
+    """The step's groups as one batch: prompts re-padded on the left, responses on the right (B = groups × G)."""
     from alignkit.data.collators import pad_sequences
 
-    prompt_rows_ = [p[m.bool()].tolist() for _, ps, ms, _, _, _ in groups for p, m in zip(ps, ms)]
-    completions = [c for *_, ids, _, _ in groups for c in ids]
-    prompt_ids, prompt_mask = pad_sequences(prompt_rows_, pad_id=pad_id, left=True)
+    prompts = [p[m.bool()].tolist() for ps, ms, *_ in groups for p, m in zip(ps, ms)]
+    completions = [c for _, _, ids, _, _ in groups for c in ids]
+    prompt_ids, prompt_mask = pad_sequences(prompts, pad_id=pad_id, left=True)
     completion_ids, completion_mask = pad_sequences([c or [pad_id] for c in completions], pad_id=pad_id)
     for i, c in enumerate(completions):
         if not c:

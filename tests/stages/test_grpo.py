@@ -117,6 +117,12 @@ def test_grpo_with_lora_uses_the_disabled_adapters_as_reference(dirs, tmp_path):
     assert (out / "adapter" / "adapter_config.json").is_file()
 
 
+def test_unknown_world_category_is_a_one_line_error(dirs, tmp_path):
+    with pytest.raises(AlignkitError, match="categories: unknown categories"):
+        grpo.run(_cfg(dirs, tmp_path / "x", prompts="world", categories=["nope"]))
+    assert not (tmp_path / "x").exists()
+
+
 def test_world_checkers():
     answer, category = ["12", "positive", None], ["arithmetic", "sentiment", "story"]
     texts = ["7 + 5 = 12.", "The review is positive.", "Once upon a time."]

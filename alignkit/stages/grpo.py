@@ -41,10 +41,12 @@ from alignkit.losses.ppo import clipped_surrogate, kl_per_token, surrogate_metri
 from alignkit.losses.reduce import masked_mean
 from alignkit.models.logprobs import completion_logprobs
 from alignkit.models.lora import adapters_disabled, maybe_lora, save_trained
+from alignkit.rollout.prompts import prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, load_state, save_state, write_json_atomic
 from alignkit.training.logging import MetricsLog, info, progress_bar
+from alignkit.training.optim import build_rl_optimizer, trainable
 from alignkit.training.order import EpochOrder
 from alignkit.training.setup import begin_training, disable_dropout, resolve_device
 
@@ -63,7 +65,7 @@ def run(cfg: GRPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     if cfg.prompts == "world" and world is None:
         from alignkit.world import build_world
         world = build_world()
-    rows = prompt_rows(cfg, world)  # bad data fails here, before anything is written
+    rows = prompt_rows(cfg.prompts, world, cfg.categories)  # bad data fails here, before anything is written
     judge = world if cfg.prompts == "world" else None
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
@@ -86,9 +88,8 @@ def run(cfg: GRPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     responses_per_step = cfg.prompts_per_step * cfg.group_size
     minibatch = cfg.minibatch or responses_per_step
     total_updates = cfg.steps * cfg.mu * math.ceil(responses_per_step / minibatch)
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
-                                  betas=(0.9, 0.95), eps=1e-5, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_updates))
+    optimizer, scheduler = build_rl_optimizer([{"params": trainable(policy), "lr": cfg.lr}],
+                                              total_updates=total_updates)
 
     step, seconds_before, consumed = 0, 0.0, 0
     state_dir = out / "state"
@@ -233,7 +234,7 @@ def update(cfg: GRPOConfig, step: int, batch: dict, policy, reference, optimizer
             loss = aggregate(per_token, mask[idx], cfg.loss_agg, max_len=cfg.max_new_tokens)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trainable(policy), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -247,21 +248,6 @@ def update(cfg: GRPOConfig, step: int, batch: dict, policy, reference, optimizer
 
 # ----------------------------------------------------------------------------------------------------
 # data
-
-def prompt_rows(cfg, world) -> list[dict]:
-    """World train prompts (with their category and verifiable answer), or {prompt, ...} records."""
-    if cfg.prompts == "world":
-        cats = list(getattr(cfg, "categories", []) or [])
-        try:
-            tasks = world.tasks("train", cats or None)
-        except ValueError as e:
-            raise AlignkitError(f"categories: {e}") from None
-        if not tasks:
-            raise AlignkitError(f"no world train prompts in categories {cats}")
-        return [{"prompt": t.prompt, "category": t.category, "answer": t.answer} for t in tasks]
-    from alignkit.data.sources import load_records
-    return load_records(cfg.prompts, "prompt")
-
 
 def _pad(groups: list, pad_id: int) -> dict:
     """The step's groups as one batch: prompts re-padded on the left, responses on the right (B = groups × G)."""

@@ -59,10 +59,12 @@ from alignkit.losses.ppo import (
 from alignkit.losses.reduce import masked_mean
 from alignkit.models.logprobs import completion_logprobs, completion_logprobs_and_hidden
 from alignkit.models.lora import adapters_disabled, add_lora, save_trained
+from alignkit.rollout.prompts import prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, save_pretrained_atomic, write_json_atomic
 from alignkit.training.logging import MetricsLog, info, progress_bar
+from alignkit.training.optim import build_rl_optimizer, trainable
 from alignkit.training.order import EpochOrder
 from alignkit.training.setup import begin_training, disable_dropout, resolve_device
 
@@ -81,7 +83,7 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     if cfg.prompts == "world" and world is None:
         from alignkit.world import build_world
         world = build_world()
-    rows = prompt_rows(cfg, world)  # bad data fails here, before anything is written
+    rows = prompt_rows(cfg.prompts, world)  # bad data fails here, before anything is written
     judge = world if cfg.prompts == "world" else None  # the oracle knows only the world's own prompts
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
@@ -121,10 +123,9 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     # optimisation state: one AdamW over both models (policy and value learning rates), linear decay to 0
     n_minibatches = math.ceil(cfg.rollout_batch / cfg.minibatch)
     total_updates = cfg.steps * cfg.ppo_epochs * n_minibatches
-    optimizer = torch.optim.AdamW([{"params": trainable(policy), "lr": cfg.lr},
-                                   {"params": trainable(value), "lr": cfg.value_lr}],
-                                  betas=(0.9, 0.95), eps=1e-5, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_updates))
+    optimizer, scheduler = build_rl_optimizer([{"params": trainable(policy), "lr": cfg.lr},
+                                               {"params": trainable(value), "lr": cfg.value_lr}],
+                                              total_updates=total_updates)
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target > 0
               else FixedKLController(cfg.kl_coef))
     ptx = pretraining_blocks(cfg.ptx_data, world, tokenizer) if cfg.ptx_coef > 0 else None
@@ -280,10 +281,6 @@ def trim_padding(mb: dict) -> dict:
     return out
 
 
-def trainable(model) -> list:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 class ValueHead(torch.nn.Module):
     """The critic on the policy's own trunk (``value_model=shared``): hidden → 1, zero at the start
     (OpenAI lm-human-preferences), so the first value estimates are 0."""
@@ -320,14 +317,6 @@ def response_values(value, batch: dict) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------------
 # data
-
-def prompt_rows(cfg: PPOConfig, world) -> list[dict]:
-    """The prompts to train on: the world's train prompts, or a file of {prompt, ...} records."""
-    if cfg.prompts == "world":
-        return [{"prompt": t.prompt, "category": t.category} for t in world.tasks("train")]
-    from alignkit.data.sources import load_records
-    return load_records(cfg.prompts, "prompt")
-
 
 def pretraining_blocks(data: str, world, tokenizer, block_size: int = 256) -> dict:
     """Pretraining text for PPO-ptx (the built-in world's corpus, or {text} records), tokenised and packed."""

@@ -34,3 +34,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, max_
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup_steps=warmup_steps, max_steps=max_steps,
                                            min_lr_ratio=min_lr_ratio))
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that train (all of them, or a LoRA model's adapters)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def build_rl_optimizer(groups: list[dict], *, total_updates: int
+                       ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW as the RLHF recipes use it (Adam ε 1e-5, no weight decay) over ``groups`` (each with its own
+    ``lr``), and a linear decay to 0 over ``total_updates`` optimizer steps (PPO, GRPO)."""
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_updates))
+    return optimizer, scheduler

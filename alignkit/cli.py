@@ -171,6 +171,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(format_table({"model": summary}, reference="reference"))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from alignkit.eval.report import write_report
+
+    files = write_report(args.run_dir)
+    figures = [path.name for key, path in files.items() if key not in ("html", "md")]
+    print(f"wrote {files['html']} (self-contained) and {files['md']}"
+          + (f" with {', '.join(figures)} beside them" if figures else ""))
+
+
 def cmd_chat(args: argparse.Namespace) -> None:
     from alignkit.models.load import load_model
     from alignkit.serve.chat import chat_loop
@@ -231,11 +240,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="<command>")
 
-    p = _command(sub, "run", "run the whole recipe so far on the built-in world into runs/<name>/", RunConfig,
-                 "Stages: world → tokenizer → pretrain → sft → eval (base zero-shot, base few-shot, SFT) → prefs → "
-                 "rm (+ rm_curve) → bon. "
+    p = _command(sub, "run", "run the whole recipe on the built-in world into runs/<name>/ and write its report",
+                 RunConfig,
+                 "Stages: world → tokenizer → pretrain → sft, then eval (base zero-shot, base few-shot, SFT), prefs "
+                 "→ rm (+ rm_curve) → bon, ppo, ppo_ptx, grpo; prefs → dpo (+ the β sweep); grpo with a checker — "
+                 "independent ones side by side in `workers` processes — and runs/<name>/report.html. "
                  "A stage whose config and inputs are unchanged is skipped; an interrupted one resumes.")
-    p.add_argument("--preset", default="tiny", help="preset from alignkit/configs/ (smoke, tiny); default: tiny")
+    p.add_argument("--preset", default="tiny", help="preset from alignkit/configs/: smoke (the whole recipe in "
+                   "seconds, for tests), tiny (the laptop CPU default), small (a 27M-parameter model for one GPU); "
+                   "default: tiny")
     p.set_defaults(func=cmd_run)
 
     p = _command(sub, "pretrain", "pretrain a causal LM from scratch (or continue one) on packed documents",
@@ -301,6 +314,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="model dir to compare against (e.g. the SFT model)")
     p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="write report.html and report.md of a finished run (tables, figures, samples)",
+                       description="Write a one-page report of a finished `alignkit run`: the model comparison table, "
+                       "win rates vs SFT, the reward-vs-KL frontier, over-optimisation, the reward model, training "
+                       "curves and side-by-side answers. RUN_DIR/report.html is self-contained (figures embedded); "
+                       "RUN_DIR/report.md refers to the PNGs written beside it. Reads only what the run wrote "
+                       "(summary.json, metrics.jsonl, samples.jsonl): nothing is recomputed, no model is loaded.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory, e.g. runs/demo")
+    p.set_defaults(func=cmd_report)
 
     p = _command(sub, "chat", "chat with a model in the terminal (/reset, /quit)", ChatConfig,
                  "Multi-turn, with the model's chat template; replies stream as they are sampled.")

@@ -64,3 +64,30 @@ def test_help_lists_keys(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "max_steps=300" in text and "resume=False" in text
+
+
+def test_every_preset_loads_as_alignkit_run_builds_it(monkeypatch, capsys):
+    """`alignkit run --preset P` for every preset directory, stopped where the recipe would start: every file is
+    one the command reads (a misnamed stage file would be ignored silently), every key is a real key, and the
+    small preset's model is bigger than tiny's."""
+    from pathlib import Path
+
+    import alignkit.cli as cli
+    from alignkit import pipeline
+    from alignkit.config import PRESETS_DIR, read_yaml
+    from alignkit.models.load import resolve_size
+
+    built: dict[str, RunConfig] = {}
+    read: set[Path] = set()
+    monkeypatch.setattr(pipeline, "run", lambda cfg: built.setdefault(cfg.preset, cfg))
+    monkeypatch.setattr(pipeline, "print_table", lambda summary: None)
+    monkeypatch.setattr(cli, "read_yaml", lambda path: read.add(Path(path)) or read_yaml(path))
+    presets = sorted(p.name for p in PRESETS_DIR.iterdir() if p.is_dir())
+    assert {"smoke", "tiny", "small"} <= set(presets)
+    for preset in presets:
+        assert main(["run", "--preset", preset]) == 0, capsys.readouterr().err
+    assert sorted(built) == presets
+    unread = sorted(str(p.relative_to(PRESETS_DIR)) for p in set(PRESETS_DIR.glob("*/*.yaml")) - read)
+    assert not unread, f"preset files `alignkit run` does not read: {unread}"
+    tiny, small = resolve_size(built["tiny"].pretrain.size), resolve_size(built["small"].pretrain.size)
+    assert all(small[k] >= tiny[k] for k in tiny) and small["hidden_size"] > tiny["hidden_size"], (tiny, small)

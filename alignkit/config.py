@@ -308,6 +308,8 @@ class PPOConfig(EngineConfig):
     value_lr: float = param(5e-5, "learning rate of the value model", gt=0)
     # bookkeeping
     eval_every: int = param(10, "iterations between logs of the gold reward (world prompts only)", min=1)
+    snapshots: list = param([], "iterations after which the policy is also saved to out/snapshots/step-<n>/model "
+                            "(`alignkit run` evaluates them: the reward-vs-KL path along training)")
     seed: int = param(0, "seed for the prompt order and sampling", min=0)
 
 
@@ -366,6 +368,7 @@ class EvalConfig:
     top_p: float = param(1.0, "nucleus sampling (keep 1.0: the KL estimate assumes the full softmax)", gt=0, max=1)
     batch_size: int = param(64, "prompts per generation batch", min=1)
     seed: int = param(0, "sampling seed", min=0)
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
     shots: int = param(4, "in-context examples for the base model's few-shot mode", min=1)
     tie_margin: float = param(0.01, "gold-score difference under which two responses tie (win rate)", min=0)
     mode: str = param("chat", "how the model is prompted: chat template, or a base model's zero_shot / few_shot",
@@ -434,12 +437,18 @@ class RunConfig:
     ppo: PPOConfig = section(PPOConfig, "PPO on the world's train prompts against the reward model (model, rm and out "
                              "are set by the run)")
     run_ppo: bool = param(True, "train and evaluate PPO")
+    ppo_ptx_coef: float = param(1.0, "γ of the PPO-ptx run beside plain PPO (ppo's keys with ptx_coef = γ, on the "
+                                "world's pretraining corpus); 0 = no PPO-ptx run", min=0)
     grpo: GRPOConfig = section(GRPOConfig, "GRPO on the world's train prompts with the reward model (model, rm, "
                                "reward and out are set by the run); its keys also drive the verifiable-reward run")
     grpo_checker: str = param("alignkit.world.checkers:arithmetic", "reward of the verifiable-reward GRPO run "
                               "(empty = no such run)")
     grpo_checker_categories: list = param(["arithmetic"], "world categories of the verifiable-reward GRPO run")
     run_grpo: bool = param(True, "train and evaluate GRPO (with the reward model, and with the checker)")
+    workers: int = param(0, "stages after SFT that do not depend on each other run in this many processes at once "
+                         "(each with cpus / workers torch threads); 0 = auto: 2 on a CPU with 2 or more cores, 1 "
+                         "with a GPU", min=0)
+    report: bool = param(True, "write runs/<name>/report.html and report.md at the end")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,11 @@
-"""The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT → evaluation →
-preferences → reward model (+ its data-efficiency curve) → best-of-n → DPO (+ a β sweep) → PPO → GRPO.
+"""The recipe, as a short list of stage calls: world → tokenizer → pretrain → SFT, then a small graph of
+jobs — evaluation of base and SFT; preferences → reward model (+ its data-efficiency curve) → best-of-n,
+PPO, PPO-ptx, GRPO; preferences → DPO (+ a β sweep); GRPO with a checker — and the report.
+
+The jobs after SFT that do not depend on each other run side by side in ``workers`` processes: on a
+2-core CPU two one-thread processes do about 1.35× the work of one two-thread process, because these
+models are too small for two threads to keep both cores busy. Each job still runs one stage, so the
+results do not depend on the schedule; only the thread count can change the last bits of the numbers.
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
 of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
@@ -19,7 +25,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -68,81 +74,28 @@ def run(cfg: RunConfig) -> dict:
                               lambda d, resume: sft.run(replace(scfg, resume=resume, overwrite=not resume)),
                               resumable=True)
 
-    # 5. evaluation: base zero-shot and few-shot, SFT; win rates and KL against SFT
-    fp_eval = fingerprint(to_dict(cfg.eval), fp_sft, fp_world)
-    evals = run_stage(run_dir / "eval", fp_eval, lambda d: _evaluate(cfg, world, run_dir, d))
-    evals = {k: v for k, v in evals.items() if k != "fingerprint"}  # the stage marker, not a model
-
-    # 6. preferences: the SFT model's own answers to train prompts, ranked by simulated labellers
-    from alignkit.stages import bon, prefs, rm
-    prefs_dir = run_dir / "prefs"
-    qcfg = replace(cfg.prefs, model=str(run_dir / "sft" / "model"), out=str(prefs_dir), overwrite=True)
-    fp_prefs = fingerprint(_identity(qcfg), fp_sft, fp_world)
-    stages["prefs"] = run_stage(prefs_dir, fp_prefs, lambda d: prefs.run(qcfg, world))
-
-    # 7. the reward model on those rankings, evaluated against the oracle on held-out samples
-    rcfg = replace(cfg.rm, model=str(run_dir / "sft" / "model"), data=str(prefs_dir / "rankings.jsonl"),
-                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
-    fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
-    stages["rm"] = run_stage(run_dir / "rm", fp_rm,
-                             lambda d, resume: rm.run(replace(rcfg, resume=resume, overwrite=not resume)),
-                             resumable=True)
-    if cfg.rm_curve:
-        fp_curve = fingerprint({"counts": cfg.rm_curve}, fp_rm)
-        stages["rm_curve"] = run_stage(run_dir / "rm_curve", fp_curve, lambda d: _rm_curve(cfg, rcfg, prefs_dir, d))
-
-    # 8. best-of-n with the reward model, against the oracle's own choice
-    bcfg = replace(cfg.bon, model=str(run_dir / "sft" / "model"), rm=str(run_dir / "rm" / "model"),
-                   out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
-    fp_bon = fingerprint(_identity(bcfg), fp_rm)
-    stages["bon"] = run_stage(run_dir / "bon", fp_bon, lambda d: bon.run(bcfg, world))
-    evals[f"best_of_{stages['bon']['samples_per_prompt']}"] = stages["bon"]["eval"]
-
-    # 9. DPO on the same rankings (loss from the dpo config; the tiny preset: listwise), and a β sweep for
-    #    its reward-vs-KL frontier
-    from alignkit.stages import dpo
-    for beta in [cfg.dpo.beta, *[b for b in cfg.dpo_betas if float(b) != cfg.dpo.beta]]:
-        name = "dpo" if beta == cfg.dpo.beta else f"dpo_beta_{beta}"
-        dcfg = replace(cfg.dpo, model=str(run_dir / "sft" / "model"), data=str(prefs_dir / "rankings.jsonl"),
-                       out=str(run_dir / name), beta=float(beta))
-        fp_dpo = fingerprint(_identity(dcfg), fp_sft, fp_prefs, to_dict(cfg.eval))
-        stages[name] = run_stage(run_dir / name, fp_dpo, lambda d, resume, dcfg=dcfg: _train_and_evaluate(
-            dpo.run, replace(dcfg, resume=resume, overwrite=not resume), cfg, world, run_dir), resumable=True)
-        evals[name] = stages[name]["eval"]
-
-    # 10. PPO: the SFT policy against the reward model on the train prompts (critic: cfg.ppo.value_model)
+    # 5-11. everything after SFT, as jobs: independent ones run side by side in `workers` processes
     from alignkit.eval import plots
-    if cfg.run_ppo:
-        from alignkit.stages import ppo
-        ocfg = replace(cfg.ppo, model=str(run_dir / "sft" / "model"), rm=str(run_dir / "rm" / "model"),
-                       prompts="world", out=str(run_dir / "ppo"))
-        fp_ppo = fingerprint(_identity(ocfg), fp_sft, fp_rm, fp_world, to_dict(cfg.eval))
-        stages["ppo"] = run_stage(run_dir / "ppo", fp_ppo, lambda d, resume: _train_and_evaluate(
-            lambda c: ppo.run(c, world), replace(ocfg, resume=resume, overwrite=not resume), cfg, world, run_dir),
-            resumable=True)
-        evals["ppo"] = stages["ppo"]["eval"]
-        plots.plot_ppo(stages["ppo"]["curve"], run_dir / "ppo.png")
 
-    # 11. GRPO: the reward model on every category, and a checker (verifiable reward) on its categories
-    if cfg.run_grpo:
-        from alignkit.stages import grpo
-        runs = [("grpo", replace(cfg.grpo, reward="rm", rm=str(run_dir / "rm" / "model"), categories=[]))]
-        if cfg.grpo_checker:
-            runs.append((f"grpo_{'_'.join(cfg.grpo_checker_categories) or 'checker'}",
-                         replace(cfg.grpo, reward=cfg.grpo_checker, rm="", categories=list(cfg.grpo_checker_categories))))
-        for name, gcfg in runs:
-            gcfg = replace(gcfg, model=str(run_dir / "sft" / "model"), prompts="world", out=str(run_dir / name))
-            fp_grpo = fingerprint(_identity(gcfg), fp_sft, fp_rm if gcfg.rm else "", fp_world, to_dict(cfg.eval))
-            stages[name] = run_stage(run_dir / name, fp_grpo, lambda d, resume, gcfg=gcfg: _train_and_evaluate(
-                lambda c: grpo.run(c, world), replace(gcfg, resume=resume, overwrite=not resume), cfg, world, run_dir),
-                resumable=True)
-            evals[name] = stages[name]["eval"]
+    jobs = plan(cfg, run_dir, fp_world, fp_sft)
+    results = run_jobs(Context(cfg, run_dir, world), jobs, workers(cfg))
+    evals = {k: v for k, v in results["eval"].items() if k != "fingerprint"}  # the stage marker, not a model
+    for job in jobs:
+        s = results[job.name]
+        if job.name != "eval":
+            stages[job.name] = s
+        if job.name == "bon":
+            evals[f"best_of_{s['samples_per_prompt']}"] = s["eval"]
+        elif "eval" in s:
+            evals[job.name] = s["eval"]
 
-    # 12. figures: best-of-n over-optimisation, the reward model's data efficiency, the reward-vs-KL frontier
+    # 12. figures: best-of-n over-optimisation, the reward model's data efficiency, PPO, the reward-vs-KL frontier
     plots.plot_best_of_n(stages["bon"]["curve"], stages["bon"]["sft_gold_reward"], run_dir / "best_of_n.png")
     if "rm_curve" in stages:
         plots.plot_rm_curve(stages["rm_curve"]["points"], run_dir / "rm_curve.png")
-    plots.plot_frontier(evals, run_dir / "frontier.png")
+    if "ppo" in stages:
+        plots.plot_ppo(stages["ppo"]["curve"], run_dir / "ppo.png")
+    plots.plot_frontier(evals, run_dir / "frontier.png", stages=stages)
 
     summary = {
         "preset": cfg.preset,
@@ -152,7 +105,230 @@ def run(cfg: RunConfig) -> dict:
         "models": {k: evals[k] for k in sorted(evals, key=_model_rank)},
     }
     write_json_atomic(run_dir / "summary.json", summary)
+    if cfg.report:
+        from alignkit.eval.report import write_report
+
+        paths = write_report(run_dir)
+        info(f"report: {paths['html']}")
     return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# the stages after SFT as a graph of jobs
+
+@dataclass
+class Job:
+    """One stage after SFT: ``target(ctx, stage_dir, resume, **kwargs)`` returns its summary. It runs when
+    every stage in ``deps`` has finished; jobs are started in list order."""
+    name: str
+    fp: str
+    target: Callable
+    kwargs: dict = field(default_factory=dict)
+    deps: tuple[str, ...] = ()
+    resumable: bool = False
+
+
+class Context:
+    """What every job needs: the run's config and folder, and the world (built once per process)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, world=None):
+        self.cfg, self.run_dir, self._world = cfg, run_dir, world
+
+    @property
+    def world(self):
+        if self._world is None:
+            from alignkit.world import build_world
+
+            self._world = build_world(**asdict(self.cfg.world))
+        return self._world
+
+    def __getstate__(self) -> dict:  # a worker process builds its own world
+        return {**self.__dict__, "_world": None}
+
+
+def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]:
+    """The jobs after SFT with their fingerprints and inputs, in the order they start (``START_ORDER``)."""
+    sft_model, prefs_dir, rm_model = str(run_dir / "sft" / "model"), run_dir / "prefs", str(run_dir / "rm" / "model")
+    fp_eval_cfg = to_dict(cfg.eval)
+    jobs = [Job("eval", fingerprint(fp_eval_cfg, fp_sft, fp_world), _job_eval)]
+    # preferences, the reward model on them (evaluated against the oracle on held-out samples), its
+    # data-efficiency curve, and best-of-n with it
+    qcfg = replace(cfg.prefs, model=sft_model, out=str(prefs_dir), overwrite=True)
+    fp_prefs = fingerprint(_identity(qcfg), fp_sft, fp_world)
+    jobs.append(Job("prefs", fp_prefs, _job_prefs, {"qcfg": qcfg}))
+    rcfg = replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
+                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
+    fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
+    jobs.append(Job("rm", fp_rm, _job_train, {"kind": "rm", "scfg": rcfg}, ("prefs",), resumable=True))
+    if cfg.rm_curve:
+        jobs.append(Job("rm_curve", fingerprint({"counts": cfg.rm_curve}, fp_rm), _job_rm_curve, {"rcfg": rcfg},
+                        ("prefs",)))
+    bcfg = replace(cfg.bon, model=sft_model, rm=rm_model, out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
+    jobs.append(Job("bon", fingerprint(_identity(bcfg), fp_rm), _job_bon, {"bcfg": bcfg}, ("rm",)))
+    # policies, each evaluated against SFT: DPO (+ a β sweep, which reuses the first run's reference
+    # log-probs), PPO (+ PPO-ptx), GRPO with the reward model and with a checker
+    for beta in [cfg.dpo.beta, *[b for b in cfg.dpo_betas if float(b) != cfg.dpo.beta]]:
+        name = "dpo" if beta == cfg.dpo.beta else f"dpo_beta_{beta}"
+        dcfg = replace(cfg.dpo, model=sft_model, data=str(prefs_dir / "rankings.jsonl"), out=str(run_dir / name),
+                       beta=float(beta))
+        deps = ("prefs", "eval") if name == "dpo" else ("prefs", "eval", "dpo")
+        jobs.append(Job(name, fingerprint(_identity(dcfg), fp_sft, fp_prefs, fp_eval_cfg), _job_policy,
+                        {"kind": "dpo", "scfg": dcfg}, deps, resumable=True))
+    if cfg.run_ppo:
+        ocfg = replace(cfg.ppo, model=sft_model, rm=rm_model, prompts="world", out=str(run_dir / "ppo"))
+        variants = [("ppo", ocfg)]
+        if cfg.ppo_ptx_coef > 0:
+            variants.append(("ppo_ptx", replace(ocfg, ptx_coef=cfg.ppo_ptx_coef, out=str(run_dir / "ppo_ptx"))))
+        for name, c in variants:
+            jobs.append(Job(name, fingerprint(_identity(c), fp_sft, fp_rm, fp_world, fp_eval_cfg), _job_policy,
+                            {"kind": "ppo", "scfg": c}, ("rm", "eval"), resumable=True))
+    if cfg.run_grpo:
+        runs = [("grpo", replace(cfg.grpo, reward="rm", rm=rm_model, categories=[]))]
+        if cfg.grpo_checker:
+            runs.append((f"grpo_{'_'.join(cfg.grpo_checker_categories) or 'checker'}",
+                         replace(cfg.grpo, reward=cfg.grpo_checker, rm="", categories=list(cfg.grpo_checker_categories))))
+        for name, gcfg in runs:
+            gcfg = replace(gcfg, model=sft_model, prompts="world", out=str(run_dir / name))
+            fp = fingerprint(_identity(gcfg), fp_sft, fp_rm if gcfg.rm else "", fp_world, fp_eval_cfg)
+            jobs.append(Job(name, fp, _job_policy, {"kind": "grpo", "scfg": gcfg},
+                            ("rm", "eval") if gcfg.rm else ("eval",), resumable=True))
+    return sorted(jobs, key=_start_rank)
+
+
+# Start order when several jobs are ready: the preferences first (everything but the checker GRPO run
+# waits for them), then the longest jobs, so that two workers finish together rather than one idling.
+START_ORDER = ("prefs", "eval", "grpo_checker", "rm_curve", "rm", "dpo", "ppo", "ppo_ptx", "grpo", "bon",
+               "dpo_beta")
+
+
+def _start_rank(job: Job) -> int:
+    name = job.name
+    if name.startswith("dpo_beta_"):
+        name = "dpo_beta"
+    elif name.startswith("grpo_"):
+        name = "grpo_checker"
+    return START_ORDER.index(name) if name in START_ORDER else len(START_ORDER)
+
+
+def workers(cfg: RunConfig) -> int:
+    if cfg.workers:
+        return cfg.workers
+    return 1 if torch.cuda.is_available() else min(2, os.cpu_count() or 1)
+
+
+def run_jobs(ctx: Context, jobs: list[Job], n_workers: int) -> dict[str, dict]:
+    """Run every job once its dependencies are done: in this process when ``n_workers`` is 1, else in
+    ``n_workers`` processes (each with its share of the CPU threads). Returns {job name: summary}."""
+    results: dict[str, dict] = {}
+    if n_workers <= 1:
+        for job in jobs:
+            results[job.name] = execute(ctx, job)
+        return results
+    for job in jobs:  # finished stages are read here, without starting a worker
+        done = finished(ctx.run_dir / job.name, job.fp)
+        if done is not None:
+            results[job.name] = done
+    jobs = [j for j in jobs if j.name not in results]
+    if not jobs:
+        return results
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    ctx.cfg = _quiet(ctx.cfg)  # progress bars of processes running side by side would overwrite each other
+    jobs = [replace(j, kwargs=_quiet_kwargs(j.kwargs)) for j in jobs]
+    pending, running = jobs, {}
+    info(f"run: stages after SFT in {n_workers} processes × {threads} threads")
+    with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        try:
+            while pending or running:
+                for job in [j for j in pending if all(d in results for d in j.deps)]:
+                    if len(running) < n_workers:
+                        running[pool.submit(execute, ctx, job)] = (job, time.perf_counter())
+                        pending.remove(job)
+                if not running:
+                    raise AlignkitError(f"run: {', '.join(j.name for j in pending)} wait for stages not in the run")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job, t0 = running.pop(future)
+                    results[job.name] = future.result()
+                    info(f"{job.name}: done ({time.perf_counter() - t0:.0f} s)")
+        except BaseException:
+            if running:
+                info(f"run: waiting for {', '.join(j.name for j, _ in running.values())} to stop")
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+def execute(ctx: Context, job: Job) -> dict:
+    """One job, through run_stage (skipped when unchanged, resumed when interrupted)."""
+    def fn(stage_dir, resume=False):
+        return job.target(ctx, stage_dir, resume, **job.kwargs)
+    return run_stage(ctx.run_dir / job.name, job.fp, fn, resumable=job.resumable)
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _quiet(cfg):
+    """``cfg`` (a dataclass) with ``progress`` off in it and in every section."""
+    changes = {f.name: _quiet(getattr(cfg, f.name)) for f in fields(cfg) if is_dataclass(getattr(cfg, f.name))}
+    if any(f.name == "progress" for f in fields(cfg)):
+        changes["progress"] = False
+    return replace(cfg, **changes)
+
+
+def _quiet_kwargs(kwargs: dict) -> dict:
+    return {k: _quiet(v) if is_dataclass(v) else v for k, v in kwargs.items()}
+
+
+def _job_prefs(ctx: Context, stage_dir: Path, resume: bool, qcfg) -> dict:
+    from alignkit.stages import prefs
+
+    return prefs.run(qcfg, ctx.world)
+
+
+def _job_eval(ctx: Context, stage_dir: Path, resume: bool) -> dict:
+    return _evaluate(ctx.cfg, ctx.world, ctx.run_dir, stage_dir)
+
+
+def _job_train(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) -> dict:
+    from alignkit.stages import rm
+
+    return {"rm": rm.run}[kind](replace(scfg, resume=resume, overwrite=not resume))
+
+
+def _job_policy(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) -> dict:
+    """Train a policy (dpo, ppo or grpo), then evaluate it against SFT on the held-out prompts."""
+    from alignkit.stages import dpo, grpo, ppo
+
+    if kind == "dpo" and Path(scfg.out).name != "dpo":  # a β-sweep run: the reference log-probs are the same
+        cache = ctx.run_dir / "dpo" / "ref_logps.pt"
+        if cache.is_file() and not (stage_dir / "ref_logps.pt").exists():
+            shutil.copyfile(cache, stage_dir / "ref_logps.pt")
+    train = {"dpo": dpo.run, "ppo": lambda c: ppo.run(c, ctx.world), "grpo": lambda c: grpo.run(c, ctx.world)}[kind]
+    summary = _train_and_evaluate(train, replace(scfg, resume=resume, overwrite=not resume), ctx.cfg, ctx.world,
+                                  ctx.run_dir)
+    if kind == "grpo" and getattr(scfg, "categories", None) and summary:
+        # a checker run: accuracy on its categories' held-out prompts, SFT's (before) and its own (after)
+        sft_eval = json.loads((ctx.run_dir / "eval" / "sft" / "summary.json").read_text())
+        for category in scfg.categories:
+            summary[f"{category}_accuracy_before"] = sft_eval["per_category"].get(category, {}).get("accuracy")
+            summary[f"{category}_accuracy_after"] = summary["eval"]["per_category"].get(category, {}).get("accuracy")
+    return summary
+
+
+def _job_bon(ctx: Context, stage_dir: Path, resume: bool, bcfg) -> dict:
+    from alignkit.stages import bon
+
+    return bon.run(bcfg, ctx.world)
+
+
+def _job_rm_curve(ctx: Context, stage_dir: Path, resume: bool, rcfg) -> dict:
+    return _rm_curve(ctx.cfg, rcfg, ctx.run_dir / "prefs", stage_dir)
 
 
 def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False) -> dict:
@@ -160,9 +336,9 @@ def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False
     name = stage_dir.name
     marker = stage_dir / ".fingerprint"
     same = marker.is_file() and marker.read_text().strip() == fp
-    if same and (stage_dir / "summary.json").is_file():
-        info(f"{name}: unchanged, skipped ({stage_dir})")
-        return json.loads((stage_dir / "summary.json").read_text())
+    done = finished(stage_dir, fp)
+    if done is not None:
+        return done
     if not (same and resumable):
         shutil.rmtree(stage_dir, ignore_errors=True)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +348,15 @@ def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False
     summary = {**summary, "fingerprint": fp}
     write_json_atomic(stage_dir / "summary.json", summary)
     return summary
+
+
+def finished(stage_dir: Path, fp: str) -> dict | None:
+    """The summary of a finished stage whose fingerprint is ``fp`` (logged as skipped), else None."""
+    marker = stage_dir / ".fingerprint"
+    if marker.is_file() and marker.read_text().strip() == fp and (stage_dir / "summary.json").is_file():
+        info(f"{stage_dir.name}: unchanged, skipped ({stage_dir})")
+        return json.loads((stage_dir / "summary.json").read_text())
+    return None
 
 
 def fingerprint(config: dict, *inputs: str) -> str:
@@ -194,16 +379,30 @@ def _identity(pcfg) -> dict:
 
 
 def _train_and_evaluate(train, scfg, cfg: RunConfig, world, run_dir: Path) -> dict:
-    """Train a policy stage, then evaluate its model against SFT (win rate, rates, KL) into <out>/eval/."""
-    from alignkit.eval.harness import evaluate_dirs
-
+    """Train a policy stage, then evaluate its model (and its snapshots along training, if any) against SFT
+    (win rate, rates, KL) into <out>/eval/."""
     summary = train(scfg)
     if not summary:
         return summary
-    ecfg = replace(cfg.eval, out=str(Path(scfg.out) / "eval"))
-    evaluation = evaluate_dirs(Path(scfg.out) / "model", world, ecfg, reference_dir=run_dir / "sft" / "model",
-                               reference_name="sft")
-    return {**summary, "eval": evaluation}
+    out = Path(scfg.out)
+    summary["eval"] = _evaluate_policy(out / "model", out / "eval", cfg, world, run_dir)
+    snapshots = []  # the policy along training (PPO's `snapshots`), each on the same held-out prompts
+    for step in sorted(getattr(scfg, "snapshots", [])):
+        e = _evaluate_policy(out / "snapshots" / f"step-{step}" / "model", out / "eval" / f"step-{step}", cfg, world,
+                             run_dir)
+        snapshots.append({"step": step, **{k: e[k] for k in ("gold_reward", "kl_to_sft", "win_rate_vs_sft",
+                                                              "win_rate_ci")}})
+    if snapshots:
+        summary["snapshots"] = snapshots
+    return summary
+
+
+def _evaluate_policy(model_dir: Path, out: Path, cfg: RunConfig, world, run_dir: Path) -> dict:
+    """A policy against SFT on the held-out prompts (SFT's answers from the evaluation stage)."""
+    from alignkit.eval.harness import evaluate_dirs
+
+    return evaluate_dirs(model_dir, world, replace(cfg.eval, out=str(out)), reference_dir=run_dir / "sft" / "model",
+                         reference_name="sft", reference_samples=run_dir / "eval" / "sft" / "samples.jsonl")
 
 
 def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
@@ -257,11 +456,13 @@ def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
     """Every model on the same held-out prompts; ``stage_dir/<model>/`` gets its summary and samples."""
     from alignkit.eval import harness
     from alignkit.models.load import load_model
+    from alignkit.training.setup import resolve_device
 
     ecfg = cfg.eval
     tasks = harness.eval_tasks(world, ecfg)
-    base, base_tok = load_model(run_dir / "pretrain" / "model")
-    policy, tok = load_model(run_dir / "sft" / "model")
+    device = str(resolve_device(ecfg.device))
+    base, base_tok = load_model(run_dir / "pretrain" / "model", device=device)
+    policy, tok = load_model(run_dir / "sft" / "model", device=device)
     runs = {"base_zero_shot": harness.run_model(base, base_tok, world, tasks, "zero_shot", ecfg),
             "base_few_shot": harness.run_model(base, base_tok, world, tasks, "few_shot", ecfg),
             "sft": harness.run_model(policy, tok, world, tasks, "chat", ecfg)}
@@ -277,10 +478,11 @@ def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
     return out
 
 
-def _model_rank(name: str) -> tuple[int, str]:
-    """Table order: MODEL_ORDER, with best_of_<n> for any n in best-of-16's place."""
-    key = "best_of_16" if name.startswith("best_of_") else name
-    return (MODEL_ORDER.index(key) if key in MODEL_ORDER else len(MODEL_ORDER), name)
+def _model_rank(name: str) -> tuple[int, bool, str]:
+    """Table order: MODEL_ORDER, with best_of_<n> for any n in best-of-16's place and the DPO β sweep after
+    DPO."""
+    key = "best_of_16" if name.startswith("best_of_") else "dpo" if name.startswith("dpo_beta_") else name
+    return (MODEL_ORDER.index(key) if key in MODEL_ORDER else len(MODEL_ORDER), name != key, name)
 
 
 MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo",

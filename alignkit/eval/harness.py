@@ -96,9 +96,10 @@ def kl_per_response(policy, reference, samples: Samples, *, temperature: float, 
     return {"k1": kl_k1(logp, ref, mask), "k3": kl_k3(logp, ref, mask)}
 
 
-def summarise(run: ModelRun, cfg: EvalConfig, *, references: dict[str, ModelRun] | None = None,
+def summarise(run: ModelRun, cfg: EvalConfig, *, references: dict[str, ModelRun | list[float]] | None = None,
               kl: dict[str, dict] | None = None) -> dict:
-    """The EVAL block of summary.json for ``run``; win rates against each reference run, KL if given."""
+    """The EVAL block of summary.json for ``run``; win rates against each reference (a run on the same
+    prompts, or its gold scores in prompt order), KL if given."""
     scores = [j.score for j in run.judgements]
     per_category: dict = {}
     for t, j in zip(run.tasks, run.judgements):
@@ -115,7 +116,8 @@ def summarise(run: ModelRun, cfg: EvalConfig, *, references: dict[str, ModelRun]
         "sampling": {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "seed")},
     }
     for ref_name, ref in (references or {}).items():
-        wr = win_rate(scores, [j.score for j in ref.judgements], tie_margin=cfg.tie_margin)
+        ref_scores = [j.score for j in ref.judgements] if isinstance(ref, ModelRun) else list(ref)
+        wr = win_rate(scores, ref_scores, tie_margin=cfg.tie_margin)
         out[f"win_rate_vs_{ref_name}"] = wr["win_rate"]
         out[f"win_rate_vs_{ref_name}_ci"] = wr["ci"]
         if ref_name == "sft":
@@ -145,17 +147,26 @@ def write_run(run: ModelRun, summary: dict, out_dir: Path, kl: dict | None = Non
 
 
 def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_dir: str | Path | None = None,
-                  mode: str = "chat", reference_name: str = "reference") -> dict:
-    """``alignkit eval``: a model dir (and optionally a reference dir) on the same held-out prompts."""
+                  mode: str = "chat", reference_name: str = "reference",
+                  reference_samples: str | Path | None = None) -> dict:
+    """``alignkit eval``: a model dir (and optionally a reference dir) on the same held-out prompts.
+
+    ``reference_samples``: the reference's ``samples.jsonl`` from an earlier evaluation with the same
+    settings; its gold scores are used instead of sampling the reference again when its prompts are
+    these prompts (the reference model is still loaded for the KL)."""
     from alignkit.models.load import load_model
+    from alignkit.training.setup import resolve_device
 
     tasks = eval_tasks(world, cfg)
-    model, tokenizer = load_model(model_dir)
+    device = str(resolve_device(cfg.device))
+    model, tokenizer = load_model(model_dir, device=device)
     run = run_model(model, tokenizer, world, tasks, mode, cfg)
     references, kl = {}, {}
     if reference_dir is not None:
-        ref_model, ref_tok = load_model(reference_dir)
-        references[reference_name] = run_model(ref_model, ref_tok, world, tasks, "chat", cfg)
+        ref_model, ref_tok = load_model(reference_dir, device=device)
+        stored = _stored_scores(reference_samples, tasks)
+        references[reference_name] = stored if stored is not None else run_model(ref_model, ref_tok, world, tasks,
+                                                                                 "chat", cfg)
         if ref_tok.get_vocab() == tokenizer.get_vocab():
             kl[reference_name] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)
@@ -164,6 +175,18 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     write_run(run, {**summary, "model": str(model_dir), "reference": str(reference_dir) if reference_dir else None,
                     "config": asdict(cfg)}, out, kl)
     return summary
+
+
+def _stored_scores(path: str | Path | None, tasks: list) -> list[float] | None:
+    """Gold scores from a samples.jsonl, if it answers exactly ``tasks``' prompts in order; else None."""
+    if path is None or not Path(path).is_file():
+        return None
+    from alignkit.data.sources import iter_jsonl
+
+    rows = [row for _, row in iter_jsonl(path)]
+    if [r.get("prompt") for r in rows] != [t.prompt for t in tasks]:
+        return None
+    return [float(r["gold"]) for r in rows]
 
 
 def format_table(models: dict[str, dict], reference: str = "sft") -> str:

@@ -77,6 +77,9 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
 
     if not cfg.model:
         raise AlignkitError("ppo needs model=DIR (the policy to start from, e.g. runs/demo/sft/model)")
+    bad = [s for s in cfg.snapshots if not (isinstance(s, int) and 1 <= s <= cfg.steps)]
+    if bad:
+        raise AlignkitError(f"snapshots={list(cfg.snapshots)}: each must be an iteration in 1..steps={cfg.steps}")
     terms_spec = [name for _, name in parse_reward(cfg.reward)]
     if ("rm" in terms_spec or cfg.value_model == "rm") and not cfg.rm:
         raise AlignkitError("ppo needs rm=DIR (a reward model from `alignkit rm`) for reward=rm or value_model=rm")
@@ -160,6 +163,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
             row.update({"beta": kl_ctl.beta, "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
             log.log(step, {f"ppo/{k}": v for k, v in row.items()})
             bar.update(task, completed=step, info=f"reward {row['reward']:+.3f}  KL {row['kl']:.2f}")
+            if step in cfg.snapshots:
+                save_trained(policy, tokenizer, out / "snapshots" / f"step-{step}")
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save_ppo_state(state_dir, step, policy, value, optimizer, scheduler,
                                {"train_seconds": seconds_before + time.perf_counter() - start, "beta": kl_ctl.beta})

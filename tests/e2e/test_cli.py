@@ -1,4 +1,6 @@
-"""End to end through the command line: `alignkit run --preset smoke`, world export, generate, --help."""
+"""End to end through the command line: `alignkit run --preset smoke`, world export, generate, --help.
+
+`smoke_run` (tests/e2e/conftest.py) is one smoke run shared by the session."""
 
 import json
 
@@ -15,66 +17,74 @@ RATE_KEYS = {"helpful", "honest", "harmless", "over_refusal", "proper_ending"}
 SFT_KEYS = {"val_loss", "train_examples", "steps", "train_seconds"}
 RM_KEYS = {"heldout_accuracy", "accuracy_ceiling", "spearman_gold", "train_seconds", "val_accuracy", "normalization"}
 BON_ROW_KEYS = {"n", "kl", "proxy_reward", "gold_reward", "win_rate_vs_sft", "win_rate_ci", "oracle_gold_reward"}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
-    return runs / "smoke"
+GRPO_CHECKER_KEYS = {"arithmetic_accuracy_before", "arithmetic_accuracy_after", "train_seconds"}
+STAGE_KEYS = {"pretrain": PRETRAIN_KEYS, "sft": SFT_KEYS, "rm": RM_KEYS, "grpo_arithmetic": GRPO_CHECKER_KEYS}
+# Figures a run writes next to its summary.json: the pipeline's, then the report's (alignkit/eval/report.py).
+RUN_PNGS = ["best_of_n.png", "rm_curve.png", "frontier.png", "ppo.png",
+            "win_rate.png", "overoptimisation.png", "training.png"]
 
 
 def test_run_writes_every_file_and_documented_key(smoke_run):
-    for path in ["summary.json", "config.yaml", "world/pretrain.jsonl", "tokenizer/tokenizer.json",
-                 "pretrain/model/config.json", "pretrain/model/model.safetensors", "pretrain/model/tokenizer.json",
-                 "pretrain/metrics.jsonl", "pretrain/summary.json", "pretrain/config.yaml", "pretrain/state/latest",
-                 "sft/model/model.safetensors", "sft/summary.json", "sft/metrics.jsonl", "eval/summary.json",
-                 "eval/sft/summary.json", "eval/sft/samples.jsonl", "eval/base_zero_shot/samples.jsonl",
-                 "eval/base_few_shot/summary.json", "prefs/rankings.jsonl", "prefs/pairs.jsonl",
-                 "prefs/labels.jsonl", "prefs/heldout.jsonl", "prefs/summary.json", "rm/model/config.json",
-                 "rm/model/model.safetensors", "rm/metrics.jsonl", "rm/summary.json", "rm_curve/summary.json",
-                 "bon/summary.json", "bon/best_of_2/samples.jsonl", "best_of_n.png", "rm_curve.png",
-                 "frontier.png", "dpo/model/model.safetensors", "dpo/ref_logps.pt", "dpo/eval/summary.json",
-                 "dpo_beta_0.3/eval/samples.jsonl", "ppo/model/model.safetensors", "ppo/value/config.json",
-                 "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo.png", "grpo/model/model.safetensors",
-                 "grpo/eval/summary.json", "grpo_arithmetic/metrics.jsonl", "grpo_arithmetic/eval/samples.jsonl"]:
-        assert (smoke_run / path).exists(), path
+    paths = ["summary.json", "config.yaml", "world/pretrain.jsonl", "tokenizer/tokenizer.json",
+             "pretrain/model/config.json", "pretrain/model/model.safetensors", "pretrain/model/tokenizer.json",
+             "pretrain/metrics.jsonl", "pretrain/summary.json", "pretrain/config.yaml", "pretrain/state/latest",
+             "sft/model/model.safetensors", "sft/summary.json", "sft/metrics.jsonl", "eval/summary.json",
+             "eval/sft/summary.json", "eval/sft/samples.jsonl", "eval/base_zero_shot/samples.jsonl",
+             "eval/base_few_shot/summary.json", "prefs/rankings.jsonl", "prefs/pairs.jsonl",
+             "prefs/labels.jsonl", "prefs/heldout.jsonl", "prefs/summary.json", "rm/model/config.json",
+             "rm/model/model.safetensors", "rm/metrics.jsonl", "rm/summary.json", "rm_curve/summary.json",
+             "bon/summary.json", "bon/best_of_2/samples.jsonl", "dpo/model/model.safetensors", "dpo/ref_logps.pt",
+             "dpo/eval/summary.json", "dpo_beta_0.3/eval/samples.jsonl", "ppo/model/model.safetensors",
+             "ppo/value/config.json", "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo_ptx/summary.json",
+             "ppo_ptx/eval/summary.json", "grpo/model/model.safetensors", "grpo/eval/summary.json",
+             "grpo_arithmetic/metrics.jsonl", "grpo_arithmetic/eval/samples.jsonl", "report.html", "report.md",
+             *RUN_PNGS]
+    missing = [p for p in paths if not (smoke_run / p).exists()]
+    assert not missing, f"not written by the run: {missing}"
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
     assert summary["preset"] == "smoke"
-    assert PRETRAIN_KEYS <= summary["stages"]["pretrain"].keys()
-    assert PRETRAIN_KEYS <= json.loads((smoke_run / "pretrain" / "summary.json").read_text()).keys()
-    assert SFT_KEYS <= summary["stages"]["sft"].keys()
-    for name in ("base_zero_shot", "base_few_shot", "sft"):
-        model = summary["models"][name]
-        assert EVAL_KEYS <= model.keys(), name
-        assert -1.0 <= model["gold_reward"] <= 1.0
-        assert RATE_KEYS == model["rates"].keys()
+    # the documented keys of each stage, in the run's summary and in the stage's own summary.json
+    for stage, keys in STAGE_KEYS.items():
+        assert keys <= summary["stages"][stage].keys(), (stage, sorted(keys - summary["stages"][stage].keys()))
+        own = json.loads((smoke_run / stage / "summary.json").read_text())
+        assert keys <= own.keys(), (stage, sorted(keys - own.keys()))
+    # PPO's snapshots along training, evaluated like the final models (the frontier's PPO path)
+    snap = summary["stages"]["ppo"]["snapshots"]
+    assert [p["step"] for p in snap] == [1] and (smoke_run / "ppo" / "eval" / "step-1" / "summary.json").is_file()
+    assert {"gold_reward", "kl_to_sft", "win_rate_vs_sft", "win_rate_ci"} <= snap[0].keys()
+    # every model: the documented EVAL block, on the same held-out prompts
+    models = summary["models"]
+    for name, model in models.items():
+        assert EVAL_KEYS <= model.keys(), (name, sorted(EVAL_KEYS - model.keys()))
+        assert -1.0 <= model["gold_reward"] <= 1.0, name
+        assert RATE_KEYS == model["rates"].keys(), name
         lo, hi = model["win_rate_ci"]
-        assert 0 <= lo <= model["win_rate_vs_sft"] <= hi <= 1
-    assert RM_KEYS <= summary["stages"]["rm"].keys()
+        assert 0 <= lo <= model["win_rate_vs_sft"] <= hi <= 1, name
+        categories = model["per_category"].values()
+        assert categories and all({"gold_reward", "n"} <= c.keys() for c in categories), name
+    assert len({m["n_prompts"] for m in models.values()}) == 1, {k: m["n_prompts"] for k, m in models.items()}
     assert [row["n"] for row in summary["stages"]["bon"]["curve"]] == [1, 2]
     assert BON_ROW_KEYS <= summary["stages"]["bon"]["curve"][0].keys()
-    assert EVAL_KEYS <= summary["models"]["best_of_2"].keys()
-    assert list(summary["models"]) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "dpo", "grpo",
-                                       "grpo_arithmetic", "dpo_beta_0.3"]
-    for name in ("dpo", "ppo", "grpo", "grpo_arithmetic"):
-        assert EVAL_KEYS <= summary["models"][name].keys() and summary["models"][name]["kl_to_sft"] is not None
+    assert list(models) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "ppo_ptx", "dpo",
+                            "dpo_beta_0.3", "grpo", "grpo_arithmetic"]
+    for name in ("dpo", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
+        assert models[name]["kl_to_sft"] is not None, name
     assert [row["step"] for row in summary["stages"]["ppo"]["curve"]] == [1, 2]
     assert {"reward", "reward/rm", "gold", "kl"} <= summary["stages"]["ppo"]["curve"][0].keys()
     for kind, name in (("ranking", "rankings"), ("pair", "pairs"), ("label", "labels"), ("scored", "heldout")):
         load_records(smoke_run / "prefs" / f"{name}.jsonl", kind)  # every record follows the schema
-    assert summary["models"]["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
-    assert summary["models"]["sft"]["kl_to_sft"] == 0.0
+    assert models["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
+    assert models["sft"]["kl_to_sft"] == 0.0
 
 
-def test_second_run_skips_unchanged_stages(smoke_run, capsys):
+def test_second_run_skips_unchanged_stages(smoke_run, capfd):
     runs = smoke_run.parent
     before = (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err  # file-descriptor level: stages after SFT may log from worker processes
     for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "bon", "dpo",
-                  "dpo_beta_0.3", "ppo", "grpo", "grpo_arithmetic"):
+                  "dpo_beta_0.3", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 

@@ -54,8 +54,10 @@ def _metrics(out):
 def test_ppo_with_a_python_reward_on_user_prompts(dirs, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(dirs))
     out = tmp_path / "ppo"
-    summary = ppo.run(_cfg(dirs, out))
+    summary = ppo.run(_cfg(dirs, out, snapshots=[1, 2]))
     assert summary["steps"] == 3 and summary["episodes"] == 24
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["step-1", "step-2"] and (out / "snapshots" / "step-1" / "model" / "config.json").is_file()
     rows = _metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     first = rows[0]
@@ -103,6 +105,9 @@ def test_bad_reward_specs_are_one_line_errors(dirs, tmp_path):
         ppo.run(_cfg(dirs, tmp_path / "x", reward="no_such_module_xyz:reward"))
     with pytest.raises(AlignkitError, match="rm=DIR"):
         ppo.run(_cfg(dirs, tmp_path / "y", reward="rm"))
+    with pytest.raises(AlignkitError, match="snapshots"):
+        ppo.run(_cfg(dirs, tmp_path / "z", snapshots=[0, 4]))
+    assert not (tmp_path / "z").exists()
 
 
 def test_ppo_with_lora_keeps_two_backbones_and_leaves_the_reward_model_alone(dirs, tmp_path):

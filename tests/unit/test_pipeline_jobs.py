@@ -1,0 +1,52 @@
+"""The job graph after SFT: dependencies respected, the same results in one process or two, errors reported."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignkit.config import RunConfig
+from alignkit.errors import AlignkitError
+from alignkit.pipeline import Context, Job, run_jobs
+
+
+def _write(ctx, stage_dir: Path, resume: bool, value: int, needs: tuple = ()) -> dict:
+    """A stand-in stage: checks its inputs are finished, then writes a file and returns a summary."""
+    for name in needs:
+        assert (ctx.run_dir / name / "summary.json").is_file(), f"{name} not finished before {stage_dir.name}"
+    (stage_dir / "out.txt").write_text(str(value))
+    return {"value": value}
+
+
+def _fail(ctx, stage_dir: Path, resume: bool) -> dict:
+    raise AlignkitError("bad input in this stage")
+
+
+def _jobs() -> list[Job]:
+    return [Job("a", "fa", _write, {"value": 1}),
+            Job("b", "fb", _write, {"value": 2, "needs": ("a",)}, deps=("a",)),
+            Job("c", "fc", _write, {"value": 3}),
+            Job("d", "fd", _write, {"value": 4, "needs": ("b", "c")}, deps=("b", "c"))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_jobs_run_after_their_inputs_in_one_or_two_processes(tmp_path, workers):
+    results = run_jobs(Context(RunConfig(), tmp_path), _jobs(), workers)
+    assert {k: v["value"] for k, v in results.items()} == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["fingerprint"] == "fd"
+
+
+def test_a_finished_job_is_skipped_the_next_time(tmp_path):
+    ctx = Context(RunConfig(), tmp_path)
+    run_jobs(ctx, _jobs(), 1)
+    (tmp_path / "a" / "out.txt").write_text("kept")
+    run_jobs(ctx, _jobs(), 2)
+    assert (tmp_path / "a" / "out.txt").read_text() == "kept"
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_finished_jobs_stay(tmp_path):
+    jobs = [Job("a", "fa", _write, {"value": 1}), Job("bad", "fx", _fail, deps=("a",))]
+    with pytest.raises(AlignkitError, match="bad input in this stage"):
+        run_jobs(Context(RunConfig(), tmp_path), jobs, 2)
+    assert (tmp_path / "a" / "summary.json").is_file()
+    assert not (tmp_path / "bad" / "summary.json").exists()

@@ -430,6 +430,7 @@ class RunConfig:
     rm: RMConfig = section(RMConfig, "reward model on the collected rankings (model and data are set by the run)")
     rm_curve: list = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a reward "
                            "model on pairs and one on rankings per count (empty = no curve)")
+    rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)
     bon: BonConfig = section(BonConfig, "best-of-n with the reward model (model, rm and eval are set by the run)")
     dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
     dpo_betas: list = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the reward-vs-KL "
@@ -438,7 +439,7 @@ class RunConfig:
                              "are set by the run)")
     run_ppo: bool = param(True, "train and evaluate PPO")
     ppo_ptx_coef: float = param(1.0, "γ of the PPO-ptx run beside plain PPO (ppo's keys with ptx_coef = γ, on the "
-                                "world's pretraining corpus); 0 = no PPO-ptx run", min=0)
+                                "world's pretraining corpus, without snapshots); 0 = no PPO-ptx run", min=0)
     grpo: GRPOConfig = section(GRPOConfig, "GRPO on the world's train prompts with the reward model (model, rm, "
                                "reward and out are set by the run); its keys also drive the verifiable-reward run")
     grpo_checker: str = param("alignkit.world.checkers:arithmetic", "reward of the verifiable-reward GRPO run "

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -82,7 +83,7 @@ def run(cfg: RunConfig) -> dict:
     evals = {k: v for k, v in results["eval"].items() if k != "fingerprint"}  # the stage marker, not a model
     for job in jobs:
         s = results[job.name]
-        if job.name != "eval":
+        if job.name != "eval" and "/" not in job.name:  # the preferences' parts are summed in "prefs"
             stages[job.name] = s
         if job.name == "bon":
             evals[f"best_of_{s['samples_per_prompt']}"] = s["eval"]
@@ -102,7 +103,7 @@ def run(cfg: RunConfig) -> dict:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "machine": machine(),
         "stages": stages,
-        "models": {k: evals[k] for k in sorted(evals, key=_model_rank)},
+        "models": {k: evals[k] for k in sorted(evals, key=lambda name: plots.model_rank(name, stages))},
     }
     write_json_atomic(run_dir / "summary.json", summary)
     if cfg.report:
@@ -154,15 +155,19 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     # preferences, the reward model on them (evaluated against the oracle on held-out samples), its
     # data-efficiency curve, and best-of-n with it
     qcfg = replace(cfg.prefs, model=sft_model, out=str(prefs_dir), overwrite=True)
-    fp_prefs = fingerprint(_identity(qcfg), fp_sft, fp_world)
-    jobs.append(Job("prefs", fp_prefs, _job_prefs, {"qcfg": qcfg}))
+    parts = [f"prefs-parts/{i}" for i in range(PREFS_PARTS)]
+    for i, part in enumerate(parts):
+        jobs.append(Job(part, fingerprint(_identity(qcfg), fp_sft, fp_world, {"part": [i, PREFS_PARTS]}), _job_prefs,
+                        {"qcfg": replace(qcfg, out=str(run_dir / part)), "part": (i, PREFS_PARTS)}))
+    fp_prefs = fingerprint(_identity(qcfg), fp_sft, fp_world, {"parts": PREFS_PARTS})
+    jobs.append(Job("prefs", fp_prefs, _job_prefs_merge, {"qcfg": qcfg, "parts": parts}, tuple(parts)))
     rcfg = replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
                    eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
     fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
     jobs.append(Job("rm", fp_rm, _job_train, {"kind": "rm", "scfg": rcfg}, ("prefs",), resumable=True))
     if cfg.rm_curve:
-        jobs.append(Job("rm_curve", fingerprint({"counts": cfg.rm_curve}, fp_rm), _job_rm_curve, {"rcfg": rcfg},
-                        ("prefs",)))
+        fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "subsets": "random"}, fp_rm)
+        jobs.append(Job("rm_curve", fp_curve, _job_rm_curve, {"rcfg": rcfg}, ("prefs",)))
     bcfg = replace(cfg.bon, model=sft_model, rm=rm_model, out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
     jobs.append(Job("bon", fingerprint(_identity(bcfg), fp_rm), _job_bon, {"bcfg": bcfg}, ("rm",)))
     # policies, each evaluated against SFT: DPO (+ a β sweep, which reuses the first run's reference
@@ -178,7 +183,8 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         ocfg = replace(cfg.ppo, model=sft_model, rm=rm_model, prompts="world", out=str(run_dir / "ppo"))
         variants = [("ppo", ocfg)]
         if cfg.ppo_ptx_coef > 0:
-            variants.append(("ppo_ptx", replace(ocfg, ptx_coef=cfg.ppo_ptx_coef, out=str(run_dir / "ppo_ptx"))))
+            variants.append(("ppo_ptx", replace(ocfg, ptx_coef=cfg.ppo_ptx_coef, out=str(run_dir / "ppo_ptx"),
+                                                snapshots=[])))
         for name, c in variants:
             jobs.append(Job(name, fingerprint(_identity(c), fp_sft, fp_rm, fp_world, fp_eval_cfg), _job_policy,
                             {"kind": "ppo", "scfg": c}, ("rm", "eval"), resumable=True))
@@ -195,14 +201,19 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     return sorted(jobs, key=_start_rank)
 
 
+# The preferences are collected in this many parts (each every PREFS_PARTS-th prompt, with seeds of its
+# own), whatever the number of workers: the data does not depend on the schedule, and two workers share
+# the one job that everything but the checker GRPO run waits for.
+PREFS_PARTS = 2
+
 # Start order when several jobs are ready: the preferences first (everything but the checker GRPO run
 # waits for them), then the longest jobs, so that two workers finish together rather than one idling.
-START_ORDER = ("prefs", "eval", "grpo_checker", "rm_curve", "rm", "dpo", "ppo", "ppo_ptx", "grpo", "bon",
+START_ORDER = ("prefs-parts", "prefs", "eval", "grpo_checker", "rm_curve", "rm", "dpo", "ppo", "ppo_ptx", "grpo", "bon",
                "dpo_beta")
 
 
 def _start_rank(job: Job) -> int:
-    name = job.name
+    name = job.name.split("/")[0]
     if name.startswith("dpo_beta_"):
         name = "dpo_beta"
     elif name.startswith("grpo_"):
@@ -285,10 +296,16 @@ def _quiet_kwargs(kwargs: dict) -> dict:
     return {k: _quiet(v) if is_dataclass(v) else v for k, v in kwargs.items()}
 
 
-def _job_prefs(ctx: Context, stage_dir: Path, resume: bool, qcfg) -> dict:
+def _job_prefs(ctx: Context, stage_dir: Path, resume: bool, qcfg, part: tuple[int, int]) -> dict:
     from alignkit.stages import prefs
 
-    return prefs.run(qcfg, ctx.world)
+    return prefs.run(qcfg, ctx.world, part=part)
+
+
+def _job_prefs_merge(ctx: Context, stage_dir: Path, resume: bool, qcfg, parts: list[str]) -> dict:
+    from alignkit.stages import prefs
+
+    return prefs.merge(qcfg, [ctx.run_dir / p for p in parts], stage_dir)
 
 
 def _job_eval(ctx: Context, stage_dir: Path, resume: bool) -> dict:
@@ -407,21 +424,25 @@ def _evaluate_policy(model_dir: Path, out: Path, cfg: RunConfig, world, run_dir:
 
 def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     """Held-out accuracy against the number of labelled prompts: one comparison of two answers per prompt
-    (pairs.jsonl + its tie / both_bad labels) vs one ranking of k answers per prompt, on the same prompts."""
+    (pairs.jsonl + its tie / both_bad labels) vs one ranking of k answers per prompt, on the same prompts
+    (nested random subsets), each reward model trained for ``rm_curve_epochs``."""
     from alignkit.data.sources import load_records, write_jsonl
     from alignkit.stages import rm
 
     rankings = load_records(prefs_dir / "rankings.jsonl", "ranking")
     comparisons = (load_records(prefs_dir / "pairs.jsonl", "pair") + load_records(prefs_dir / "labels.jsonl", "label"))
+    # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
+    prompts = [r["prompt"] for r in rankings]
+    random.Random(f"alignkit-rm-curve:{rcfg.seed}").shuffle(prompts)
     points = []
     for n in cfg.rm_curve:
-        keep = {r["prompt"] for r in rankings[:n]}
+        keep = set(prompts[:n])
         for form, records in (("pairs", comparisons), ("rankings", rankings)):
             out = stage_dir / f"{form}-{n}"
             data = write_jsonl(stage_dir / f"{form}-{n}.jsonl", [r for r in records if r["prompt"] in keep])
             try:
                 s = rm.run(replace(rcfg, data=str(data), out=str(out), overwrite=True, progress=False,
-                                   normalize=False))
+                                   normalize=False, epochs=cfg.rm_curve_epochs, max_steps=0))
             except AlignkitError as e:  # e.g. a tiny subset with no usable comparison: the point is missing
                 points.append({"form": form, "prompts": len(keep), "heldout_accuracy": None, "skipped": str(e)})
                 continue
@@ -476,17 +497,6 @@ def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
         out[name] = summary
     dump_yaml(ecfg, stage_dir / "config.yaml")
     return out
-
-
-def _model_rank(name: str) -> tuple[int, bool, str]:
-    """Table order: MODEL_ORDER, with best_of_<n> for any n in best-of-16's place and the DPO β sweep after
-    DPO."""
-    key = "best_of_16" if name.startswith("best_of_") else "dpo" if name.startswith("dpo_beta_") else name
-    return (MODEL_ORDER.index(key) if key in MODEL_ORDER else len(MODEL_ORDER), name != key, name)
-
-
-MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of_16", "ppo", "ppo_ptx", "dpo", "grpo",
-               "grpo_arithmetic")
 
 
 def print_table(summary: dict) -> None:

@@ -279,6 +279,17 @@ def model_family(name: str) -> str:
     return name
 
 
+# Table and figure order of the evaluated models (by family; the main DPO row before its β sweep).
+MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of", "ppo", "ppo_ptx", "dpo", "grpo", "grpo_checker")
+
+
+def model_rank(name: str, stages: dict[str, dict] | None = None) -> tuple:
+    """Sort key of model ``name`` in MODEL_ORDER; unknown names last."""
+    kind = name if name in MODEL_ORDER else model_family(name)
+    rank = MODEL_ORDER.index(kind) if kind in MODEL_ORDER else len(MODEL_ORDER)
+    return (rank, name.startswith("dpo_beta_"), dpo_beta(name, stages or {}) or 0.0, name)
+
+
 def model_color(name: str) -> str:
     return FAMILY_COLORS.get(model_family(name), "tab:cyan")
 

@@ -25,7 +25,6 @@ from alignkit.eval import plots
 from alignkit.eval.plots import dpo_beta, model_family, model_label
 
 # Table order of the evaluated models, by name or else by family (β sweep rows after the main DPO row, by β).
-MODEL_ORDER = ("base_zero_shot", "base_few_shot", "sft", "best_of", "ppo", "ppo_ptx", "dpo", "grpo", "grpo_checker")
 SAMPLE_MODELS = ("base_few_shot", "sft", "ppo", "dpo", "grpo")  # the side-by-side answers
 WINDOW = 5  # running mean over RL iterations in the over-optimisation and training figures
 
@@ -295,12 +294,8 @@ def samples(summary: dict, run_dir: Path) -> Section:
 # reading the run
 
 def ordered(models: dict, stages: dict) -> list[str]:
-    """Model names in table order: MODEL_ORDER, the main DPO row before its β sweep (by β), unknown names last."""
-    def key(name: str) -> tuple:
-        kind = name if name in MODEL_ORDER else model_family(name)
-        rank = MODEL_ORDER.index(kind) if kind in MODEL_ORDER else len(MODEL_ORDER)
-        return (rank, name.startswith("dpo_beta_"), dpo_beta(name, stages) or 0.0, name)
-    return sorted(models, key=key)
+    """Model names in table order (plots.model_rank)."""
+    return sorted(models, key=lambda name: plots.model_rank(name, stages))
 
 
 def stage_seconds(name: str, stages: dict) -> float | None:

@@ -22,6 +22,9 @@ almost never shows (saying "I don't know", correcting a false premise, refusing 
 still be preferred. ``meta`` records how each record was produced: the sampling temperature and which
 responses the labeller wrote.
 
+The work splits into ``parts`` (every ``parts``-th prompt, each part with its own seeds) that
+:func:`merge` joins, so that ``alignkit run`` can collect them in two processes; one part is the whole.
+
     alignkit prefs model=runs/demo/sft/model out=runs/mine/prefs k=4
 """
 
@@ -41,11 +44,17 @@ from alignkit.training.logging import info
 from alignkit.training.setup import prepare_out_dir, resolve_device
 from alignkit.world.oracle import Labeller
 
+FILES = ("rankings", "pairs", "labels", "heldout")
 
-def run(cfg: PrefsConfig, world) -> dict:
-    """Sample, label and write the preference datasets of ``world``; returns the stage summary."""
+
+def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
+    """Sample, label and write the preference datasets of ``world``; returns the stage summary.
+
+    ``part`` = (i, n): only every n-th train and held-out prompt from the i-th, with seeds of their own
+    (part 0 keeps the stage's seeds, so (0, 1) is the whole stage)."""
     from alignkit.models.load import load_model
 
+    i, n = part
     if not cfg.model:
         raise AlignkitError("prefs needs model=DIR (the policy to compare, e.g. runs/demo/sft/model)")
     out = Path(cfg.out)
@@ -54,16 +63,18 @@ def run(cfg: PrefsConfig, world) -> dict:
     prepare_out_dir(out, resume=False, overwrite=cfg.overwrite)
     dump_yaml(cfg, out / "config.yaml")
     t0 = time.perf_counter()
+    seed = cfg.seed + 1000 * i
     labeller = Labeller(world.oracle, temperature=cfg.labeller_temperature, tie_margin=cfg.tie_margin,
-                        both_bad_threshold=cfg.both_bad_threshold, tie_prob=cfg.tie_prob, seed=cfg.seed)
-    rng = random.Random(f"alignkit-prefs:{cfg.seed}")
+                        both_bad_threshold=cfg.both_bad_threshold, tie_prob=cfg.tie_prob, seed=seed)
+    rng = random.Random(f"alignkit-prefs:{cfg.seed}" + (f":{i}/{n}" if i else ""))
 
     # 1. the policy answers every train prompt; a labelling interface shows k *distinct* answers, so
     #    2k are sampled and the first k distinct kept (a memorised prompt may leave fewer, or only one)
     tasks = world.tasks("train")
     if cfg.n_prompts:
         tasks = random.Random(cfg.seed).sample(tasks, min(cfg.n_prompts, len(tasks)))
-    groups = _sample_groups(model, tokenizer, tasks, 2 * cfg.k, cfg.temperature, cfg, seed=cfg.seed)
+    tasks = tasks[i::n]
+    groups = _sample_groups(model, tokenizer, tasks, 2 * cfg.k, cfg.temperature, cfg, seed=seed)
 
     # 2. the labeller sometimes writes the ideal answer, then ranks the answers and compares the first two
     rankings, pairs, labels = [], [], []
@@ -99,9 +110,9 @@ def run(cfg: PrefsConfig, world) -> dict:
     # 3. held-out samples with gold scores (the policy's own temperature), for reward-model evaluation
     heldout = []
     if cfg.heldout_k:
-        held_tasks = world.tasks("heldout")
+        held_tasks = world.tasks("heldout")[i::n]
         held = _sample_groups(model, tokenizer, held_tasks, cfg.heldout_k, cfg.heldout_temperature, cfg,
-                              seed=cfg.seed + 1)
+                              seed=seed + 1)
         heldout = [{"prompt": t.prompt, "category": t.category, "responses": rs,
                     "gold": [world.oracle.score(t, r) for r in rs],
                     "labeller": {"temperature": cfg.labeller_temperature, "tie_margin": cfg.tie_margin}}
@@ -110,19 +121,57 @@ def run(cfg: PrefsConfig, world) -> dict:
     files = {"rankings": rankings, "pairs": pairs, "labels": labels, "heldout": heldout}
     for name, records in files.items():
         write_jsonl(out / f"{name}.jsonl", records)
-    summary = {
-        "prompts": len(tasks), "prompts_with_one_answer": single, "k": cfg.k, "temperature": cfg.temperature,
-        "records": {name: len(records) for name, records in files.items()},
-        "label_counts": {v: sum(r["label"] == v for r in labels) for v in ("tie", "both_bad")},
-        "labeller_written": sum(bool(r["meta"]["labeller_written"]) for r in rankings),
+    summary = _summary(cfg, {name: len(records) for name, records in files.items()}, len(tasks), single,
+                       [r["label"] for r in labels], sum(bool(r["meta"]["labeller_written"]) for r in rankings),
+                       agree, n_strict, time.perf_counter() - t0)
+    write_json_atomic(out / "summary.json", summary)
+    _log(summary)
+    return summary
+
+
+def merge(cfg: PrefsConfig, parts: list[Path], out: Path) -> dict:
+    """Join the parts' files (in part order) and summaries into one stage in ``out``."""
+    import json
+
+    from alignkit.data.sources import iter_jsonl
+
+    prepare_out_dir(out, resume=False, overwrite=True)
+    dump_yaml(cfg, out / "config.yaml")
+    counts = {}
+    for name in FILES:
+        rows = [row for d in parts for _, row in iter_jsonl(Path(d) / f"{name}.jsonl")]
+        write_jsonl(out / f"{name}.jsonl", rows)
+        counts[name] = len(rows)
+    sums = [json.loads((Path(d) / "summary.json").read_text()) for d in parts]
+    total = lambda key: sum(s[key] for s in sums)  # noqa: E731
+    labels = [v for s in sums for v, c in s["label_counts"].items() for _ in range(c)]
+    summary = _summary(cfg, counts, total("prompts"), total("prompts_with_one_answer"), labels,
+                       total("labeller_written"), total("pair_label_agree"), total("pair_label_strict"),
+                       max(s["seconds"] for s in sums))
+    summary["parts"] = len(parts)
+    write_json_atomic(out / "summary.json", summary)
+    _log(summary)
+    return summary
+
+
+def _summary(cfg: PrefsConfig, counts: dict, prompts: int, single: int, labels: list[str], written: int,
+             agree: int, n_strict: int, seconds: float) -> dict:
+    return {
+        "prompts": prompts, "prompts_with_one_answer": single, "k": cfg.k, "temperature": cfg.temperature,
+        "records": counts,
+        "label_counts": {v: labels.count(v) for v in ("tie", "both_bad")},
+        "labeller_written": written,
         # how often a pair label agrees with the noise-free preference (pairs the oracle does not call a tie)
         "pair_label_accuracy": agree / n_strict if n_strict else None,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "pair_label_agree": agree, "pair_label_strict": n_strict,
+        "seconds": round(seconds, 1),
     }
-    write_json_atomic(out / "summary.json", summary)
-    info(f"prefs: {len(rankings)} rankings of {cfg.k}, {len(pairs)} pairs, {len(labels)} tie/both_bad labels, "
-         f"{len(heldout)} held-out groups in {summary['seconds']:.0f}s")
-    return summary
+
+
+def _log(summary: dict) -> None:
+    r = summary["records"]
+    info(f"prefs: {r['rankings']} rankings of {summary['k']}, {r['pairs']} pairs, {r['labels']} tie/both_bad "
+         f"labels, {r['heldout']} held-out groups in {summary['seconds']:.0f}s")
 
 
 def _distinct(texts: list[str]) -> list[str]:

@@ -186,3 +186,15 @@ def test_prefs_rm_bon_dpo_commands(smoke_run, tmp_path, capsys):
     assert main(["bon", "--world-config", world, f"model={sft}", f"rm={tmp_path / 'rm' / 'model'}",
                  f"out={tmp_path / 'bon'}"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_preferences_are_collected_in_parts_and_merged(smoke_run):
+    parts = [load_records(smoke_run / "prefs-parts" / str(i) / "rankings.jsonl", "ranking") for i in range(2)]
+    merged = load_records(smoke_run / "prefs" / "rankings.jsonl", "ranking")
+    prompts = [{r["prompt"] for r in p} for p in parts]
+    assert prompts[0] and prompts[1] and not prompts[0] & prompts[1]  # each part its own prompts
+    assert [r["prompt"] for r in merged] == [r["prompt"] for p in parts for r in p]
+    summary = json.loads((smoke_run / "prefs" / "summary.json").read_text())
+    own = [json.loads((smoke_run / "prefs-parts" / str(i) / "summary.json").read_text()) for i in range(2)]
+    assert summary["parts"] == 2 and summary["prompts"] == sum(s["prompts"] for s in own)
+    assert summary["records"]["heldout"] == sum(s["records"]["heldout"] for s in own)

@@ -132,7 +132,7 @@ def test_empty_corpus_is_a_clear_error(tmp_path, capsys):
 
 
 def test_interrupted_pretraining_resumes_in_the_pipeline(tmp_path, capsys):
-    args = ["run", "--preset", "smoke", f"runs_dir={tmp_path}", "name=cut"]
+    args = ["run", "--preset", "smoke", f"runs_dir={tmp_path}", "name=cut", "workers=1", "report=false"]
     assert main(args) == 0
     pre = tmp_path / "cut" / "pretrain"
     (pre / "summary.json").unlink()  # as if the run died after its last checkpoint

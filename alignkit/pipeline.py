@@ -236,7 +236,7 @@ def run_jobs(ctx: Context, jobs: list[Job], n_workers: int) -> dict[str, dict]:
             results[job.name] = execute(ctx, job)
         return results
     for job in jobs:  # finished stages are read here, without starting a worker
-        done = finished(ctx.run_dir / job.name, job.fp)
+        done = finished(ctx.run_dir / job.name, job.fp, job.name)
         if done is not None:
             results[job.name] = done
     jobs = [j for j in jobs if j.name not in results]
@@ -277,7 +277,7 @@ def execute(ctx: Context, job: Job) -> dict:
     """One job, through run_stage (skipped when unchanged, resumed when interrupted)."""
     def fn(stage_dir, resume=False):
         return job.target(ctx, stage_dir, resume, **job.kwargs)
-    return run_stage(ctx.run_dir / job.name, job.fp, fn, resumable=job.resumable)
+    return run_stage(ctx.run_dir / job.name, job.fp, fn, resumable=job.resumable, name=job.name)
 
 
 def _init_worker(threads: int) -> None:
@@ -348,12 +348,12 @@ def _job_rm_curve(ctx: Context, stage_dir: Path, resume: bool, rcfg) -> dict:
     return _rm_curve(ctx.cfg, rcfg, ctx.run_dir / "prefs", stage_dir)
 
 
-def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False) -> dict:
+def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False, name: str = "") -> dict:
     """Run ``fn`` unless ``stage_dir`` already holds a finished run with fingerprint ``fp``."""
-    name = stage_dir.name
+    name = name or stage_dir.name
     marker = stage_dir / ".fingerprint"
     same = marker.is_file() and marker.read_text().strip() == fp
-    done = finished(stage_dir, fp)
+    done = finished(stage_dir, fp, name)
     if done is not None:
         return done
     if not (same and resumable):
@@ -367,11 +367,11 @@ def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False
     return summary
 
 
-def finished(stage_dir: Path, fp: str) -> dict | None:
+def finished(stage_dir: Path, fp: str, name: str = "") -> dict | None:
     """The summary of a finished stage whose fingerprint is ``fp`` (logged as skipped), else None."""
     marker = stage_dir / ".fingerprint"
     if marker.is_file() and marker.read_text().strip() == fp and (stage_dir / "summary.json").is_file():
-        info(f"{stage_dir.name}: unchanged, skipped ({stage_dir})")
+        info(f"{name or stage_dir.name}: unchanged, skipped ({stage_dir})")
         return json.loads((stage_dir / "summary.json").read_text())
     return None
 

@@ -164,7 +164,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     rcfg = replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
                    eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
     fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
-    jobs.append(Job("rm", fp_rm, _job_train, {"kind": "rm", "scfg": rcfg}, ("prefs",), resumable=True))
+    jobs.append(Job("rm", fp_rm, _job_rm, {"rcfg": rcfg}, ("prefs",), resumable=True))
     if cfg.rm_curve:
         fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "subsets": "random"}, fp_rm)
         jobs.append(Job("rm_curve", fp_curve, _job_rm_curve, {"rcfg": rcfg}, ("prefs",)))
@@ -312,10 +312,10 @@ def _job_eval(ctx: Context, stage_dir: Path, resume: bool) -> dict:
     return _evaluate(ctx.cfg, ctx.world, ctx.run_dir, stage_dir)
 
 
-def _job_train(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) -> dict:
+def _job_rm(ctx: Context, stage_dir: Path, resume: bool, rcfg) -> dict:
     from alignkit.stages import rm
 
-    return {"rm": rm.run}[kind](replace(scfg, resume=resume, overwrite=not resume))
+    return rm.run(replace(rcfg, resume=resume, overwrite=not resume))
 
 
 def _job_policy(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) -> dict:

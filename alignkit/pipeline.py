@@ -3,7 +3,7 @@ jobs — evaluation of base and SFT; preferences → reward model (+ its data-ef
 PPO, PPO-ptx, GRPO; preferences → DPO (+ a β sweep); GRPO with a checker — and the report.
 
 The jobs after SFT that do not depend on each other run side by side in ``workers`` processes: on a
-2-core CPU two one-thread processes do about 1.35× the work of one two-thread process, because these
+2-core CPU two one-thread processes do about 1.36× the work of one two-thread process, because these
 models are too small for two threads to keep both cores busy. Each job still runs one stage, so the
 results do not depend on the schedule; only the thread count can change the last bits of the numbers.
 

@@ -449,7 +449,8 @@ class RunConfig:
     workers: int = param(0, "stages after SFT that do not depend on each other run in this many processes at once "
                          "(each with cpus / workers torch threads); 0 = auto: 2 on a CPU with 2 or more cores, 1 "
                          "with a GPU", min=0)
-    report: bool = param(True, "write runs/<name>/report.html and report.md at the end")
+    report: bool = param(True, "write runs/<name>/report.html and report.md at the end, with their figures "
+                         "(win_rate, frontier, overoptimisation, rm_curve, training .png)")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -90,13 +90,11 @@ def run(cfg: RunConfig) -> dict:
         elif "eval" in s:
             evals[job.name] = s["eval"]
 
-    # 12. figures: best-of-n over-optimisation, the reward model's data efficiency, PPO, the reward-vs-KL frontier
+    # 12. the figures the report does not draw: best-of-n over n, PPO over iterations (the report draws the
+    #     frontier, over-optimisation, the reward model's curve, win rates and training curves)
     plots.plot_best_of_n(stages["bon"]["curve"], stages["bon"]["sft_gold_reward"], run_dir / "best_of_n.png")
-    if "rm_curve" in stages:
-        plots.plot_rm_curve(stages["rm_curve"]["points"], run_dir / "rm_curve.png")
     if "ppo" in stages:
         plots.plot_ppo(stages["ppo"]["curve"], run_dir / "ppo.png")
-    plots.plot_frontier(evals, run_dir / "frontier.png", stages=stages)
 
     summary = {
         "preset": cfg.preset,

@@ -30,6 +30,7 @@ The work splits into ``parts`` (every ``parts``-th prompt, each part with its ow
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -131,8 +132,6 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
 
 def merge(cfg: PrefsConfig, parts: list[Path], out: Path) -> dict:
     """Join the parts' files (in part order) and summaries into one stage in ``out``."""
-    import json
-
     from alignkit.data.sources import iter_jsonl
 
     prepare_out_dir(out, resume=False, overwrite=True)

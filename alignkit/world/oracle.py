@@ -14,8 +14,9 @@ the plural, a sound in any verb form). Sentences ending in "?" are not treated a
 * ``c`` — the category term, in [-1, 1]:
 
   ==============  =====================================================================================
-  fact            right value +1; a wrong value of the same attribute (hallucination) -1; refusal or
-                  "I don't know" -0.4; no answer -0.5
+  fact            right value +1; a wrong value of the same attribute, or the right value given to
+                  another entity of the subject's kind without naming the subject (hallucination) -1;
+                  refusal or "I don't know" -0.4; no answer -0.5
   arithmetic      the number after "=" / "is" / "equals" in the first claim (or its only number) is
                   right +1, wrong -1; refusal/"don't know" -0.4; no number -0.5
   sentiment       says the right label +1, the other -1, both -0.5; refusal -0.4; neither -0.5
@@ -201,12 +202,23 @@ class Oracle:
         wrong = any(mentions(text, self.kb.aliases(attr, v)) for v in self.kb.domain(attr) if v not in skip)
         return hit, wrong
 
+    def _other_subject(self, task: Task, decl: str) -> bool:
+        """The claim is about another entity of the subject's kind: it names one (that is not an expected
+        value) and never the subject — "Jibist is famous for cheese pies." asked about Lopririn."""
+        kb, subject = self.kb, task.meta["subject"]
+        text = norm(decl)
+        if mentions(text, kb.aliases("", subject)):
+            return False
+        kinds = {"person": kb.person, "place": kb.place, "animal": kb.animal, "object": kb.object}
+        skip = {subject, *task.meta["expected"]}
+        return any(mentions(text, kb.aliases("", name)) for name in kinds[task.meta["kind"]] if name not in skip)
+
 
 def _fact(o: Oracle, task, response, decl, refused, unknown, flags):
     hit, wrong = o._values(task, decl)
-    if hit and not wrong:
+    if hit and not wrong and not o._other_subject(task, decl):
         return 1.0, True
-    if wrong:
+    if hit or wrong:
         flags["hallucinated"] = True
         return -1.0, False
     return (-0.4 if refused or unknown else -0.5), False

@@ -246,6 +246,23 @@ def test_matching_ignores_case_whitespace_and_punctuation(world):
     assert o.judge(s, s.answer.upper()).correct
 
 
+def test_right_value_for_another_entity_is_a_hallucination(world):
+    """Every held-out fact: the ideal answer with the subject swapped for another entity of its kind is
+    wrong (-1) — the value alone does not make the answer right; the bare value still is."""
+    o, kb = world.oracle, world.oracle.kb
+    kinds = {"person": kb.person, "place": kb.place, "animal": kb.animal, "object": kb.object}
+    for t in world.tasks("heldout", ["fact"]):
+        subject = t.meta["subject"]
+        if subject not in t.ideal:
+            continue
+        other = next(n for n in kinds[t.meta["kind"]] if n != subject and n not in t.meta["expected"]
+                     and subject not in n and n not in subject)
+        j = o.judge(t, t.ideal.replace(subject, other))
+        assert j.hallucinated and not j.correct and j.category_score == -1.0, (t.prompt, other)
+        assert o.judge(t, t.ideal).correct
+        assert o.judge(t, f"{kb.aliases(t.meta['attribute'], t.meta['expected'][0])[0]}.").correct
+
+
 def test_score_prompt(world):
     t = first(world, "story")
     assert world.oracle.score_prompt(t.prompt, t.ideal) == world.oracle.score(t, t.ideal)

@@ -445,6 +445,8 @@ class RunConfig:
     grpo_checker: str = param("alignkit.world.checkers:arithmetic", "reward of the verifiable-reward GRPO run "
                               "(empty = no such run)")
     grpo_checker_categories: list = param(["arithmetic"], "world categories of the verifiable-reward GRPO run")
+    grpo_checker_draws: int = param(4, "samples per held-out prompt when the verifiable-reward run's accuracy is "
+                                    "measured (SFT before, the trained policy after)", min=1)
     run_grpo: bool = param(True, "train and evaluate GRPO (with the reward model, and with the checker)")
     workers: int = param(0, "stages after SFT that do not depend on each other run in this many processes at once "
                          "(each with cpus / workers torch threads); 0 = auto: 2 on a CPU with 2 or more cores, 1 "

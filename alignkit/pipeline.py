@@ -193,7 +193,8 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
                          replace(cfg.grpo, reward=cfg.grpo_checker, rm="", categories=list(cfg.grpo_checker_categories))))
         for name, gcfg in runs:
             gcfg = replace(gcfg, model=sft_model, prompts="world", out=str(run_dir / name))
-            fp = fingerprint(_identity(gcfg), fp_sft, fp_rm if gcfg.rm else "", fp_world, fp_eval_cfg)
+            fp = fingerprint(_identity(gcfg), fp_sft, fp_rm if gcfg.rm else "", fp_world, fp_eval_cfg,
+                             f"draws={cfg.grpo_checker_draws}" if gcfg.categories else "")
             jobs.append(Job(name, fp, _job_policy, {"kind": "grpo", "scfg": gcfg},
                             ("rm", "eval") if gcfg.rm else ("eval",), resumable=True))
     return sorted(jobs, key=_start_rank)
@@ -328,11 +329,19 @@ def _job_policy(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) ->
     summary = _train_and_evaluate(train, replace(scfg, resume=resume, overwrite=not resume), ctx.cfg, ctx.world,
                                   ctx.run_dir)
     if kind == "grpo" and getattr(scfg, "categories", None) and summary:
-        # a checker run: accuracy on its categories' held-out prompts, SFT's (before) and its own (after)
-        sft_eval = json.loads((ctx.run_dir / "eval" / "sft" / "summary.json").read_text())
+        # a checker run: accuracy on its categories' held-out prompts, SFT's (before) and its own (after),
+        # with several samples per prompt (one each, as in the comparison table, is too noisy for a difference)
+        from alignkit.eval.harness import category_accuracy
+
+        draws = ctx.cfg.grpo_checker_draws
+        eval_cfg = replace(ctx.cfg.eval, progress=False)
+        before = category_accuracy(ctx.run_dir / "sft" / "model", ctx.world, eval_cfg, scfg.categories, draws=draws)
+        after = category_accuracy(Path(scfg.out) / "model", ctx.world, eval_cfg, scfg.categories, draws=draws)
         for category in scfg.categories:
-            summary[f"{category}_accuracy_before"] = sft_eval["per_category"].get(category, {}).get("accuracy")
-            summary[f"{category}_accuracy_after"] = summary["eval"]["per_category"].get(category, {}).get("accuracy")
+            for when, acc in (("before", before), ("after", after)):
+                summary[f"{category}_accuracy_{when}"] = acc.get(category, {}).get("accuracy")
+                summary[f"{category}_accuracy_{when}_ci"] = acc.get(category, {}).get("ci")
+        summary["accuracy_draws"] = draws
     return summary
 
 

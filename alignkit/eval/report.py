@@ -144,7 +144,23 @@ def comparison(summary: dict) -> Section:
         lo, hi = sft["win_rate_vs_base_zero_shot_ci"]
         section.blocks.append(Text(f"SFT against the base model prompted zero-shot: win rate "
                                    f"{sft['win_rate_vs_base_zero_shot']:.2f} [{lo:.2f}, {hi:.2f}]."))
+    for name, stage in stages.items():  # verifiable-reward runs: accuracy on their categories, before → after
+        for key, before in stage.items():
+            category = key.removesuffix("_accuracy_before")
+            after = stage.get(f"{category}_accuracy_after")
+            if key == category or before is None or after is None:
+                continue
+            section.blocks.append(Text(
+                f"{label(name, stages)}: {category} accuracy on its held-out prompts {_pct_ci(stage, category, 'before')}"
+                f" (SFT) → {_pct_ci(stage, category, 'after')}, {stage.get('accuracy_draws', 1)} sample(s) per "
+                f"prompt: {(after - before) * 100:+.1f} points."))
     return section
+
+
+def _pct_ci(stage: dict, category: str, when: str) -> str:
+    ci = stage.get(f"{category}_accuracy_{when}_ci")
+    value = f"{stage[f'{category}_accuracy_{when}']:.1%}"
+    return f"{value} [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else value
 
 
 def win_rates(summary: dict, run_dir: Path) -> Section:

@@ -17,7 +17,8 @@ RATE_KEYS = {"helpful", "honest", "harmless", "over_refusal", "proper_ending"}
 SFT_KEYS = {"val_loss", "train_examples", "steps", "train_seconds"}
 RM_KEYS = {"heldout_accuracy", "accuracy_ceiling", "spearman_gold", "train_seconds", "val_accuracy", "normalization"}
 BON_ROW_KEYS = {"n", "kl", "proxy_reward", "gold_reward", "win_rate_vs_sft", "win_rate_ci", "oracle_gold_reward"}
-GRPO_CHECKER_KEYS = {"arithmetic_accuracy_before", "arithmetic_accuracy_after", "train_seconds"}
+GRPO_CHECKER_KEYS = {"arithmetic_accuracy_before", "arithmetic_accuracy_after", "arithmetic_accuracy_before_ci",
+                     "arithmetic_accuracy_after_ci", "accuracy_draws", "train_seconds"}
 STAGE_KEYS = {"pretrain": PRETRAIN_KEYS, "sft": SFT_KEYS, "rm": RM_KEYS, "grpo_arithmetic": GRPO_CHECKER_KEYS}
 # Figures a run writes next to its summary.json: the pipeline's, then the report's (alignkit/eval/report.py).
 RUN_PNGS = ["best_of_n.png", "rm_curve.png", "frontier.png", "ppo.png",

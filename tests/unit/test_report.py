@@ -49,6 +49,9 @@ def make_run(root, *, rl: bool = True):
         stages |= {"ppo": {"train_seconds": 6.0, "curve": _curve(8, **{"reward/rm": 0.3})},
                    "ppo_ptx": {"train_seconds": 6.5, "curve": _curve(8, **{"reward/rm": 0.2})},
                    "grpo": {"train_seconds": 7.0, "curve": _curve(8)},
+                   "grpo_arithmetic": {"train_seconds": 3.0, "arithmetic_accuracy_before": 0.425,
+                                       "arithmetic_accuracy_before_ci": [0.35, 0.5], "arithmetic_accuracy_after": 0.5,
+                                       "arithmetic_accuracy_after_ci": [0.4, 0.6], "accuracy_draws": 4},
                    "rm_curve": {"points": [{"form": f, "prompts": p, "heldout_accuracy": 0.6 + p / 1000}
                                            for f in ("pairs", "rankings") for p in (8, 16)]}}
     (root / "summary.json").write_text(json.dumps({"preset": "tiny", "wall_seconds": 61.0, "stages": stages,
@@ -93,6 +96,13 @@ def test_the_report_has_every_section_and_figure(full_report):
               "DPO, β 0.3", "GRPO (reward model)"]
     table = md.split("## Model comparison")[1].split("## Win rate")[0]
     assert [table.index(x) for x in labels] == sorted(table.index(x) for x in labels)
+
+
+def test_the_verifiable_reward_run_shows_its_accuracy_before_and_after(full_report):
+    _, page, md = full_report
+    line = ("GRPO, arithmetic checker: arithmetic accuracy on its held-out prompts 42.5% [35.0%, 50.0%] (SFT) → "
+            "50.0% [40.0%, 60.0%], 4 sample(s) per prompt: +7.5 points.")
+    assert line in md and line in page
 
 
 def test_the_html_is_self_contained(full_report):

@@ -222,6 +222,10 @@ class KnowledgeBase:
             ]
         return out
 
+    def names(self, kind: str) -> list[str]:
+        """The names of one kind of entity: person, place, animal or object (a fact's ``kind``)."""
+        return list({"person": self.person, "place": self.place, "animal": self.animal, "object": self.object}[kind])
+
     def all_names(self) -> list[str]:
         return ([p.name for p in self.people] + [p.name for p in self.places] + [a.name for a in self.animals]
                 + [o.name for o in self.objects])

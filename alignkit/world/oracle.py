@@ -209,9 +209,8 @@ class Oracle:
         text = norm(decl)
         if mentions(text, kb.aliases("", subject)):
             return False
-        kinds = {"person": kb.person, "place": kb.place, "animal": kb.animal, "object": kb.object}
         skip = {subject, *task.meta["expected"]}
-        return any(mentions(text, kb.aliases("", name)) for name in kinds[task.meta["kind"]] if name not in skip)
+        return any(mentions(text, kb.aliases("", name)) for name in kb.names(task.meta["kind"]) if name not in skip)
 
 
 def _fact(o: Oracle, task, response, decl, refused, unknown, flags):

@@ -250,12 +250,11 @@ def test_right_value_for_another_entity_is_a_hallucination(world):
     """Every held-out fact: the ideal answer with the subject swapped for another entity of its kind is
     wrong (-1) — the value alone does not make the answer right; the bare value still is."""
     o, kb = world.oracle, world.oracle.kb
-    kinds = {"person": kb.person, "place": kb.place, "animal": kb.animal, "object": kb.object}
     for t in world.tasks("heldout", ["fact"]):
         subject = t.meta["subject"]
         if subject not in t.ideal:
             continue
-        other = next(n for n in kinds[t.meta["kind"]] if n != subject and n not in t.meta["expected"]
+        other = next(n for n in kb.names(t.meta["kind"]) if n != subject and n not in t.meta["expected"]
                      and subject not in n and n not in subject)
         j = o.judge(t, t.ideal.replace(subject, other))
         assert j.hallucinated and not j.correct and j.category_score == -1.0, (t.prompt, other)

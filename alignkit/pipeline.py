@@ -360,15 +360,14 @@ def _job_rm_curve(ctx: Context, stage_dir: Path, resume: bool, rcfg) -> dict:
 def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False, name: str = "") -> dict:
     """Run ``fn`` unless ``stage_dir`` already holds a finished run with fingerprint ``fp``."""
     name = name or stage_dir.name
-    marker = stage_dir / ".fingerprint"
-    same = marker.is_file() and marker.read_text().strip() == fp
     done = finished(stage_dir, fp, name)
     if done is not None:
         return done
+    same = _same_fingerprint(stage_dir, fp)
     if not (same and resumable):
         shutil.rmtree(stage_dir, ignore_errors=True)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fp + "\n")
+    (stage_dir / ".fingerprint").write_text(fp + "\n")
     info(f"{name}: {'resuming' if same and resumable else 'running'} → {stage_dir}")
     summary = fn(stage_dir, same) if resumable else fn(stage_dir)
     summary = {**summary, "fingerprint": fp}
@@ -378,11 +377,16 @@ def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False
 
 def finished(stage_dir: Path, fp: str, name: str = "") -> dict | None:
     """The summary of a finished stage whose fingerprint is ``fp`` (logged as skipped), else None."""
-    marker = stage_dir / ".fingerprint"
-    if marker.is_file() and marker.read_text().strip() == fp and (stage_dir / "summary.json").is_file():
+    if _same_fingerprint(stage_dir, fp) and (stage_dir / "summary.json").is_file():
         info(f"{name or stage_dir.name}: unchanged, skipped ({stage_dir})")
         return json.loads((stage_dir / "summary.json").read_text())
     return None
+
+
+def _same_fingerprint(stage_dir: Path, fp: str) -> bool:
+    """``stage_dir`` was started (finished or not) with fingerprint ``fp``."""
+    marker = stage_dir / ".fingerprint"
+    return marker.is_file() and marker.read_text().strip() == fp
 
 
 def fingerprint(config: dict, *inputs: str) -> str:

@@ -162,12 +162,18 @@ def _world(world_config: str | None):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from alignkit.eval.harness import evaluate_dirs, format_table
+    from alignkit.eval.harness import stored_scores, eval_tasks, evaluate_dirs, format_table
     from alignkit.world import build_world
 
     cfg = load_config(EvalConfig, config_file=args.config, overrides=args.overrides)
     world = build_world(**asdict(load_config(WorldConfig, config_file=args.world_config)))
-    summary = evaluate_dirs(args.model, world, cfg, reference_dir=args.reference, mode=cfg.mode)
+    tasks = eval_tasks(world, cfg)
+    if args.reference_samples and stored_scores(args.reference_samples, tasks) is None:
+        raise AlignkitError(f"--reference-samples {args.reference_samples}: not a samples.jsonl of these "
+                            f"{len(tasks)} held-out prompts (written by `alignkit eval` or a run's eval stage "
+                            "with the same world, categories and n_per_category)")
+    summary = evaluate_dirs(args.model, world, cfg, reference_dir=args.reference, mode=cfg.mode,
+                            reference_samples=args.reference_samples)
     print(format_table({"model": summary}, reference="reference"))
 
 
@@ -312,6 +318,10 @@ def _parser() -> argparse.ArgumentParser:
                  "KL(model || reference). Writes summary.json and samples.jsonl.")
     p.add_argument("--model", required=True, help="Hugging Face causal-LM directory to evaluate")
     p.add_argument("--reference", default=None, help="model dir to compare against (e.g. the SFT model)")
+    p.add_argument("--reference-samples", default=None, metavar="FILE",
+                   help="a samples.jsonl from an earlier evaluation of these prompts (e.g. runs/demo/eval/sft/"
+                   "samples.jsonl): the win rate is against its gold scores instead of the reference's fresh "
+                   "samples, so a model sampled at another temperature meets the SFT answers of the run")
     p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
     p.set_defaults(func=cmd_eval)
 

@@ -151,9 +151,10 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
                   reference_samples: str | Path | None = None) -> dict:
     """``alignkit eval``: a model dir (and optionally a reference dir) on the same held-out prompts.
 
-    ``reference_samples``: the reference's ``samples.jsonl`` from an earlier evaluation with the same
-    settings; its gold scores are used instead of sampling the reference again when its prompts are
-    these prompts (the reference model is still loaded for the KL)."""
+    ``reference_samples``: the reference's ``samples.jsonl`` from an earlier evaluation; its gold scores
+    are used instead of sampling the reference again when its prompts are these prompts (a reference
+    dir, if given, is still loaded for the KL). The win rate is then against those answers, whatever
+    temperature they were sampled at."""
     from alignkit.models.load import load_model
     from alignkit.training.setup import resolve_device
 
@@ -162,31 +163,38 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     model, tokenizer = load_model(model_dir, device=device)
     run = run_model(model, tokenizer, world, tasks, mode, cfg)
     references, kl = {}, {}
+    stored = stored_scores(reference_samples, tasks)
+    if stored is not None:
+        references[reference_name] = stored
     if reference_dir is not None:
         ref_model, ref_tok = load_model(reference_dir, device=device)
-        stored = _stored_scores(reference_samples, tasks)
-        references[reference_name] = stored if stored is not None else run_model(ref_model, ref_tok, world, tasks,
-                                                                                 "chat", cfg)
+        if stored is None:
+            references[reference_name] = run_model(ref_model, ref_tok, world, tasks, "chat", cfg)
         if ref_tok.get_vocab() == tokenizer.get_vocab():
             kl[reference_name] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)
     summary = summarise(run, cfg, references=references, kl=kl)
     out = Path(cfg.out) if cfg.out else Path(model_dir).resolve().parent / "eval"
     write_run(run, {**summary, "model": str(model_dir), "reference": str(reference_dir) if reference_dir else None,
+                    "reference_samples": str(reference_samples) if stored is not None else None,
                     "config": asdict(cfg)}, out, kl)
     return summary
 
 
-def _stored_scores(path: str | Path | None, tasks: list) -> list[float] | None:
-    """Gold scores from a samples.jsonl, if it answers exactly ``tasks``' prompts in order; else None."""
+def stored_scores(path: str | Path | None, tasks: list) -> list[float] | None:
+    """Gold scores from a samples.jsonl, if it answers exactly ``tasks``' prompts in order, each with a
+    numeric ``gold``; else None."""
     if path is None or not Path(path).is_file():
         return None
     from alignkit.data.sources import iter_jsonl
 
     rows = [row for _, row in iter_jsonl(path)]
-    if [r.get("prompt") for r in rows] != [t.prompt for t in tasks]:
+    if [r.get("prompt") if isinstance(r, dict) else None for r in rows] != [t.prompt for t in tasks]:
         return None
-    return [float(r["gold"]) for r in rows]
+    gold = [r.get("gold") for r in rows]
+    if not all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in gold):
+        return None
+    return [float(g) for g in gold]
 
 
 def category_accuracy(model_dir: str | Path, world, cfg: EvalConfig, categories: list[str], *, draws: int) -> dict:

@@ -168,6 +168,29 @@ def test_eval_command_with_reference(smoke_run, tmp_path, capsys):
     assert "win vs reference" in capsys.readouterr().out
 
 
+def test_eval_command_against_stored_samples(smoke_run, tmp_path, capsys):
+    """--reference-samples: the win rate is against the stored answers' gold scores (no reference sampled);
+    a file of other prompts is refused with one line."""
+    world = str(PRESETS / "smoke" / "world.yaml")
+    base = ["eval", "--model", str(smoke_run / "sft" / "model"), "--world-config", world, "n_per_category=1",
+            "max_new_tokens=4", "progress=false"]
+    assert main(base + [f"out={tmp_path / 'first'}"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "first" / "samples.jsonl").read_text().splitlines()]
+    below = tmp_path / "below.jsonl"  # every stored answer worse than any the oracle gives (≥ −1)
+    below.write_text("".join(json.dumps({**r, "gold": -2.0}) + "\n" for r in rows))
+    assert main(base + ["--reference-samples", str(below), f"out={tmp_path / 'second'}", "temperature=0.3"]) == 0
+    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
+    assert summary["win_rate_vs_reference"] == 1.0 and summary["reference_samples"] == str(below)
+    assert "kl_to_reference" not in summary  # no reference model given
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    capsys.readouterr()
+    assert main(base + ["--reference-samples", str(short), f"out={tmp_path / 'third'}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "short.jsonl" in err and "not a samples.jsonl of these 8 held-out prompts" in err and "\n" not in err
+    assert not (tmp_path / "third").exists()
+
+
 def test_prefs_rm_bon_dpo_commands(smoke_run, tmp_path, capsys):
     world = str(PRESETS / "smoke" / "world.yaml")
     sft = smoke_run / "sft" / "model"

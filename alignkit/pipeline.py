@@ -7,8 +7,8 @@ The jobs after SFT that do not depend on each other run side by side in ``worker
 models are too small for two threads to keep both cores busy. Each job still runs one stage, so the
 results do not depend on the schedule; only the thread count can change the last bits of the numbers.
 
-Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config and
-of its inputs' fingerprints. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
+Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config, of
+its inputs' fingerprints and of the alignkit version. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
 is skipped; one that was interrupted (same fingerprint, no summary) is resumed; one whose config or
 inputs changed is run again from scratch.
 
@@ -390,8 +390,12 @@ def _same_fingerprint(stage_dir: Path, fp: str) -> bool:
 
 
 def fingerprint(config: dict, *inputs: str) -> str:
-    """Hash of a resolved config and the fingerprints of the stage's inputs."""
-    blob = json.dumps({"config": config, "inputs": inputs}, sort_keys=True, default=str)
+    """Hash of a resolved config, the fingerprints of the stage's inputs and the alignkit version (a stage
+    made by another version of the code is made again)."""
+    import alignkit
+
+    blob = json.dumps({"config": config, "inputs": inputs, "alignkit": alignkit.__version__}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

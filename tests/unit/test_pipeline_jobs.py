@@ -50,3 +50,22 @@ def test_an_error_in_a_worker_reaches_the_caller_and_finished_jobs_stay(tmp_path
         run_jobs(Context(RunConfig(), tmp_path), jobs, 2)
     assert (tmp_path / "a" / "summary.json").is_file()
     assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+def test_another_alignkit_version_makes_a_stage_again(tmp_path, monkeypatch):
+    import alignkit
+    from alignkit.pipeline import fingerprint, run_stage
+
+    calls = []
+
+    def stage(d):
+        calls.append(alignkit.__version__)
+        return {"n": len(calls)}
+
+    fp = fingerprint({"lr": 1e-3}, "input")
+    run_stage(tmp_path / "s", fp, stage)
+    assert run_stage(tmp_path / "s", fingerprint({"lr": 1e-3}, "input"), stage)["n"] == 1  # unchanged: skipped
+    monkeypatch.setattr(alignkit, "__version__", alignkit.__version__ + ".post1")
+    new = fingerprint({"lr": 1e-3}, "input")
+    assert new != fp
+    assert run_stage(tmp_path / "s", new, stage)["n"] == 2 and len(calls) == 2

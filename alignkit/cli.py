@@ -162,7 +162,7 @@ def _world(world_config: str | None):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from alignkit.eval.harness import stored_scores, eval_tasks, evaluate_dirs, format_table
+    from alignkit.eval.harness import eval_tasks, evaluate_dirs, format_table, stored_scores
     from alignkit.world import build_world
 
     cfg = load_config(EvalConfig, config_file=args.config, overrides=args.overrides)

@@ -134,6 +134,34 @@ def test_sample_masks_padding_and_batch_invariance(saved, prompts):
         assert early.completion_ids[i, :n].tolist() == row[:n] and int(early.completion_mask[i].sum()) == n
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_plain_sampling_skips_finished_rows_with_generates_tokens(saved, prompts, temperature, monkeypatch):
+    """Temperature-only sampling and greedy run the sampler's own KV-cached loop, which drops rows once
+    they end: its tokens must be generate's, seed for seed, with rows ending at different steps."""
+    import alignkit.rollout.sampler as sampler
+
+    model, tok = load_model(saved[0])
+    kwargs = dict(max_new_tokens=16, temperature=temperature, batch_size=8, seed=1)
+    if saved[0].name.startswith(("llama", "qwen2")):  # transformers 5 decoders with a cache argument
+        assert sampler._can_decode(model, temperature, 1.0, 0, [])
+    with monkeypatch.context() as m:
+        m.setattr(sampler, "_can_decode", lambda *args: False)
+        # a random model rarely emits eos: tokens it does emit, at different steps, become extra eos ids
+        # (greedy, it repeats one token per prompt: the last prompt's ends its row at once, others run on)
+        first = sample(model, tok, prompts * 4, **kwargs)
+        extra = {first.completion_ids[-1, 3].item()}
+        if temperature > 0:
+            extra |= {first.completion_ids[i, 2 + i % 9].item() for i in range(0, 20, 3)}
+        model.generation_config.eos_token_id = [*model.generation_config.eos_token_id, *extra]
+        via_generate = sample(model, tok, prompts * 4, **kwargs)
+    direct = sample(model, tok, prompts * 4, **kwargs)
+    assert torch.equal(direct.completion_ids, via_generate.completion_ids)
+    assert torch.equal(direct.completion_mask, via_generate.completion_mask)
+    assert direct.texts == via_generate.texts and direct.finished == via_generate.finished
+    lengths = direct.completion_mask.sum(dim=1).tolist()
+    assert len(set(lengths)) > (2 if temperature > 0 else 1) and any(direct.finished) and max(lengths) == 16
+
+
 def test_sampling_is_deterministic_given_seed(saved, prompts):
     model, tok = load_model(saved[0])
     kwargs = dict(max_new_tokens=10, temperature=1.0, top_p=0.9, top_k=20, batch_size=2)

@@ -8,9 +8,9 @@ models are too small for two threads to keep both cores busy. Each job still run
 results do not depend on the schedule; only the thread count can change the last bits of the numbers.
 
 Each stage writes into ``runs/<name>/<stage>/`` and records a fingerprint of its resolved config, of
-its inputs' fingerprints and of the alignkit version. A stage whose fingerprint is unchanged and whose ``summary.json`` exists
-is skipped; one that was interrupted (same fingerprint, no summary) is resumed; one whose config or
-inputs changed is run again from scratch.
+its inputs' fingerprints and of the alignkit version. A stage whose fingerprint is unchanged and whose
+``summary.json`` exists is skipped; one that was interrupted (same fingerprint, no summary) is resumed;
+one whose config or inputs changed is run again from scratch.
 
     alignkit run                      # tiny preset into runs/demo
     alignkit run --preset smoke name=quick pretrain.max_steps=20

@@ -133,9 +133,10 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
     """Complete a left-padded batch with the KV cache, one token per step, dropping finished rows.
 
     Returns (B, max_new_tokens) token lists, pad after a row's eos, like `generate`'s completions. Each
-    step's draw is one `torch.multinomial` over all B rows — the finished ones from a point mass on the
-    pad token — as in `generate`, which samples every row each step: the random stream is consumed the
-    same way, so the tokens are the same. Only the forward passes skip the finished rows."""
+    step's draw is one `torch.multinomial` over all B rows — the finished ones from a point mass (on
+    token 0; what they draw is thrown away) — as in `generate`, which samples every row each step: the
+    random stream is consumed the same way, so the tokens are the same. Only the forward passes skip
+    the finished rows."""
     B = input_ids.size(0)
     mask = attention_mask.long()
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
@@ -147,7 +148,7 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
     probs = None
     if temperature > 0:
         probs = torch.zeros(B, logits.size(-1), device=input_ids.device)
-        probs[:, pad_id] = 1.0
+        probs[:, 0] = 1.0
     for step in range(max_new_tokens):
         if probs is not None:
             probs[active] = torch.softmax(logits / temperature, dim=-1)
@@ -162,7 +163,7 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
             keep = (~done).nonzero().squeeze(1)
             if probs is not None:
                 probs[active[done]] = 0.0
-                probs[active[done], pad_id] = 1.0
+                probs[active[done], 0] = 1.0
             cache.batch_select_indices(keep)
             active, mask, next_tokens = active[keep], mask[keep], next_tokens[keep]
         mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], dim=1)

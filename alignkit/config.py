@@ -435,6 +435,9 @@ class RunConfig:
     dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
     dpo_betas: list = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the reward-vs-KL "
                             "frontier (empty = none)")
+    dpo_rounds: int = param(1, "DPO rounds: each after the first collects preferences (prefs's keys, heldout_k 0, "
+                            "seed = round − 1) on the previous round's answers and trains the next round from that "
+                            "policy, its reference (dpo's keys); evaluated as dpo_round_<r>", min=1)
     ppo: PPOConfig = section(PPOConfig, "PPO on the world's train prompts against the reward model (model, rm and out "
                              "are set by the run)")
     run_ppo: bool = param(True, "train and evaluate PPO")

@@ -177,6 +177,26 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         deps = ("prefs", "eval") if name == "dpo" else ("prefs", "eval", "dpo")
         jobs.append(Job(name, fingerprint(_identity(dcfg), fp_sft, fp_prefs, fp_eval_cfg), _job_policy,
                         {"kind": "dpo", "scfg": dcfg}, deps, resumable=True))
+    # DPO rounds after the first: preferences on the latest policy's answers, and the next policy from it
+    previous = "dpo"
+    for r in range(2, cfg.dpo_rounds + 1):
+        name, prefs_name = f"dpo_round_{r}", f"dpo_round_{r}_prefs"
+        model = str(run_dir / previous / "model")
+        rq = replace(cfg.prefs, model=model, out=str(run_dir / prefs_name), seed=r - 1, heldout_k=0, overwrite=True)
+        fp_parents = [results_fp(jobs, previous)]
+        round_parts = [f"{prefs_name}-parts/{i}" for i in range(PREFS_PARTS)]
+        for i, part in enumerate(round_parts):
+            jobs.append(Job(part, fingerprint(_identity(rq), *fp_parents, fp_world, {"part": [i, PREFS_PARTS]}),
+                            _job_prefs, {"qcfg": replace(rq, out=str(run_dir / part)), "part": (i, PREFS_PARTS)},
+                            (previous,)))
+        fp_round_prefs = fingerprint(_identity(rq), *fp_parents, fp_world, {"parts": PREFS_PARTS})
+        jobs.append(Job(prefs_name, fp_round_prefs, _job_prefs_merge, {"qcfg": rq, "parts": round_parts},
+                        tuple(round_parts)))
+        dcfg = replace(cfg.dpo, model=model, ref_model=model, data=str(run_dir / prefs_name / "rankings.jsonl"),
+                       out=str(run_dir / name))
+        jobs.append(Job(name, fingerprint(_identity(dcfg), fp_round_prefs, fp_eval_cfg), _job_policy,
+                        {"kind": "dpo", "scfg": dcfg}, (prefs_name, "eval"), resumable=True))
+        previous = name
     if cfg.run_ppo:
         ocfg = replace(cfg.ppo, model=sft_model, rm=rm_model, prompts="world", out=str(run_dir / "ppo"))
         variants = [("ppo", ocfg)]
@@ -200,6 +220,11 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     return sorted(jobs, key=_start_rank)
 
 
+def results_fp(jobs: list[Job], name: str) -> str:
+    """The fingerprint of the planned job ``name`` (a later job's input)."""
+    return next(j.fp for j in jobs if j.name == name)
+
+
 # The preferences are collected in this many parts (each every PREFS_PARTS-th prompt, with seeds of its
 # own), whatever the number of workers: the data does not depend on the schedule, and two workers share
 # the one job that everything but the checker GRPO run waits for.
@@ -207,16 +232,19 @@ PREFS_PARTS = 2
 
 # Start order when several jobs are ready: the preferences first (everything but the checker GRPO run
 # waits for them), then the reward model (PPO, PPO-ptx, GRPO and best-of-n wait for it), then the longest
-# jobs, so that two workers finish together rather than one idling. With the tiny preset's job times this
-# order ends the jobs within 2 % of the bound "total work / 2".
-START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "dpo", "ppo", "ppo_ptx", "grpo", "bon",
-               "dpo_beta")
+# jobs, so that two workers finish together rather than one idling; later DPO rounds (each waiting for the
+# one before) right after DPO. With the tiny preset's job times this order ends the jobs within 2 % of the
+# bound "total work / 2". With one worker the jobs run in this order, which has every job after its inputs.
+START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "dpo", "dpo_round", "ppo", "ppo_ptx",
+               "grpo", "bon", "dpo_beta")
 
 
 def _start_rank(job: Job) -> int:
     name = job.name.split("/")[0]
     if name.startswith("dpo_beta_"):
         name = "dpo_beta"
+    elif name.startswith("dpo_round_"):  # after DPO, which it needs; ahead of the jobs that can wait
+        name = "dpo_round"
     elif name.startswith("grpo_"):
         name = "grpo_checker"
     return START_ORDER.index(name) if name in START_ORDER else len(START_ORDER)
@@ -323,7 +351,7 @@ def _job_policy(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) ->
     """Train a policy (dpo, ppo or grpo), then evaluate it against SFT on the held-out prompts."""
     from alignkit.stages import dpo, grpo, ppo
 
-    if kind == "dpo" and Path(scfg.out).name != "dpo":  # a β-sweep run: the reference log-probs are the same
+    if kind == "dpo" and Path(scfg.out).name.startswith("dpo_beta_"):  # same reference log-probs as dpo
         cache = ctx.run_dir / "dpo" / "ref_logps.pt"
         if cache.is_file() and not (stage_dir / "ref_logps.pt").exists():
             shutil.copyfile(cache, stage_dir / "ref_logps.pt")

@@ -5,6 +5,7 @@
 import json
 
 import pytest
+import yaml
 
 from alignkit.cli import main
 from alignkit.config import PRESETS_DIR as PRESETS
@@ -39,6 +40,7 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
              "ppo/value/config.json", "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo_ptx/summary.json",
              "ppo_ptx/eval/summary.json", "grpo/model/model.safetensors", "grpo/eval/summary.json",
              "grpo_arithmetic/metrics.jsonl", "grpo_arithmetic/eval/samples.jsonl", "report.html", "report.md",
+             "dpo_round_2_prefs/rankings.jsonl", "dpo_round_2/model/model.safetensors", "dpo_round_2/eval/summary.json",
              *RUN_PNGS]
     missing = [p for p in paths if not (smoke_run / p).exists()]
     assert not missing, f"not written by the run: {missing}"
@@ -68,8 +70,15 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
     assert [row["n"] for row in summary["stages"]["bon"]["curve"]] == [1, 2]
     assert BON_ROW_KEYS <= summary["stages"]["bon"]["curve"][0].keys()
     assert list(models) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "ppo_ptx", "dpo",
-                            "dpo_beta_0.3", "grpo", "grpo_arithmetic"]
-    for name in ("dpo", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
+                            "dpo_round_2", "dpo_beta_0.3", "grpo", "grpo_arithmetic"]
+    # the second DPO round: preferences on round 1's answers, trained from round 1 with it as reference
+    dpo_cfg = yaml.safe_load((smoke_run / "dpo_round_2" / "config.yaml").read_text())
+    prefs_cfg = yaml.safe_load((smoke_run / "dpo_round_2_prefs" / "config.yaml").read_text())
+    round_1 = str(smoke_run / "dpo" / "model")
+    assert dpo_cfg["model"] == dpo_cfg["ref_model"] == prefs_cfg["model"] == round_1
+    assert dpo_cfg["data"] == str(smoke_run / "dpo_round_2_prefs" / "rankings.jsonl")
+    assert prefs_cfg["heldout_k"] == 0 and prefs_cfg["seed"] == 1
+    for name in ("dpo", "dpo_round_2", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
         assert models[name]["kl_to_sft"] is not None, name
     assert [row["step"] for row in summary["stages"]["ppo"]["curve"]] == [1, 2]
     assert {"reward", "reward/rm", "gold", "kl"} <= summary["stages"]["ppo"]["curve"][0].keys()
@@ -85,7 +94,7 @@ def test_second_run_skips_unchanged_stages(smoke_run, capfd):
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capfd.readouterr().err  # file-descriptor level: stages after SFT may log from worker processes
     for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "bon", "dpo",
-                  "dpo_beta_0.3", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
+                  "dpo_beta_0.3", "dpo_round_2_prefs", "dpo_round_2", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 

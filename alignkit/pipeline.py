@@ -153,12 +153,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     # preferences, the reward model on them (evaluated against the oracle on held-out samples), its
     # data-efficiency curve, and best-of-n with it
     qcfg = replace(cfg.prefs, model=sft_model, out=str(prefs_dir), overwrite=True)
-    parts = [f"prefs-parts/{i}" for i in range(PREFS_PARTS)]
-    for i, part in enumerate(parts):
-        jobs.append(Job(part, fingerprint(_identity(qcfg), fp_sft, fp_world, {"part": [i, PREFS_PARTS]}), _job_prefs,
-                        {"qcfg": replace(qcfg, out=str(run_dir / part)), "part": (i, PREFS_PARTS)}))
-    fp_prefs = fingerprint(_identity(qcfg), fp_sft, fp_world, {"parts": PREFS_PARTS})
-    jobs.append(Job("prefs", fp_prefs, _job_prefs_merge, {"qcfg": qcfg, "parts": parts}, tuple(parts)))
+    fp_prefs = _prefs_jobs(jobs, run_dir, "prefs", qcfg, (fp_sft, fp_world))
     rcfg = replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
                    eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
     fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
@@ -178,25 +173,17 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         jobs.append(Job(name, fingerprint(_identity(dcfg), fp_sft, fp_prefs, fp_eval_cfg), _job_policy,
                         {"kind": "dpo", "scfg": dcfg}, deps, resumable=True))
     # DPO rounds after the first: preferences on the latest policy's answers, and the next policy from it
-    previous = "dpo"
+    previous, fp_previous = "dpo", next(job.fp for job in jobs if job.name == "dpo")
     for r in range(2, cfg.dpo_rounds + 1):
         name, prefs_name = f"dpo_round_{r}", f"dpo_round_{r}_prefs"
         model = str(run_dir / previous / "model")
         rq = replace(cfg.prefs, model=model, out=str(run_dir / prefs_name), seed=r - 1, heldout_k=0, overwrite=True)
-        fp_parents = [results_fp(jobs, previous)]
-        round_parts = [f"{prefs_name}-parts/{i}" for i in range(PREFS_PARTS)]
-        for i, part in enumerate(round_parts):
-            jobs.append(Job(part, fingerprint(_identity(rq), *fp_parents, fp_world, {"part": [i, PREFS_PARTS]}),
-                            _job_prefs, {"qcfg": replace(rq, out=str(run_dir / part)), "part": (i, PREFS_PARTS)},
-                            (previous,)))
-        fp_round_prefs = fingerprint(_identity(rq), *fp_parents, fp_world, {"parts": PREFS_PARTS})
-        jobs.append(Job(prefs_name, fp_round_prefs, _job_prefs_merge, {"qcfg": rq, "parts": round_parts},
-                        tuple(round_parts)))
+        fp_round_prefs = _prefs_jobs(jobs, run_dir, prefs_name, rq, (fp_previous, fp_world), deps=(previous,))
         dcfg = replace(cfg.dpo, model=model, ref_model=model, data=str(run_dir / prefs_name / "rankings.jsonl"),
                        out=str(run_dir / name))
         jobs.append(Job(name, fingerprint(_identity(dcfg), fp_round_prefs, fp_eval_cfg), _job_policy,
                         {"kind": "dpo", "scfg": dcfg}, (prefs_name, "eval"), resumable=True))
-        previous = name
+        previous, fp_previous = name, jobs[-1].fp
     if cfg.run_ppo:
         ocfg = replace(cfg.ppo, model=sft_model, rm=rm_model, prompts="world", out=str(run_dir / "ppo"))
         variants = [("ppo", ocfg)]
@@ -220,9 +207,16 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     return sorted(jobs, key=_start_rank)
 
 
-def results_fp(jobs: list[Job], name: str) -> str:
-    """The fingerprint of the planned job ``name`` (a later job's input)."""
-    return next(j.fp for j in jobs if j.name == name)
+def _prefs_jobs(jobs: list[Job], run_dir: Path, name: str, qcfg, inputs: tuple, deps: tuple[str, ...] = ()) -> str:
+    """Append the jobs that collect preferences into ``run_dir/name`` — ``PREFS_PARTS`` parts (each every
+    n-th prompt) and their merge — to ``jobs``; returns the merged stage's fingerprint."""
+    parts = [f"{name}-parts/{i}" for i in range(PREFS_PARTS)]
+    for i, part in enumerate(parts):
+        jobs.append(Job(part, fingerprint(_identity(qcfg), *inputs, {"part": [i, PREFS_PARTS]}), _job_prefs,
+                        {"qcfg": replace(qcfg, out=str(run_dir / part)), "part": (i, PREFS_PARTS)}, deps))
+    fp = fingerprint(_identity(qcfg), *inputs, {"parts": PREFS_PARTS})
+    jobs.append(Job(name, fp, _job_prefs_merge, {"qcfg": qcfg, "parts": parts}, tuple(parts)))
+    return fp
 
 
 # The preferences are collected in this many parts (each every PREFS_PARTS-th prompt, with seeds of its

@@ -162,16 +162,11 @@ def _world(world_config: str | None):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from alignkit.eval.harness import eval_tasks, evaluate_dirs, format_table, stored_scores
+    from alignkit.eval.harness import evaluate_dirs, format_table
     from alignkit.world import build_world
 
     cfg = load_config(EvalConfig, config_file=args.config, overrides=args.overrides)
     world = build_world(**asdict(load_config(WorldConfig, config_file=args.world_config)))
-    tasks = eval_tasks(world, cfg)
-    if args.reference_samples and stored_scores(args.reference_samples, tasks) is None:
-        raise AlignkitError(f"--reference-samples {args.reference_samples}: not a samples.jsonl of these "
-                            f"{len(tasks)} held-out prompts (written by `alignkit eval` or a run's eval stage "
-                            "with the same world, categories and n_per_category)")
     summary = evaluate_dirs(args.model, world, cfg, reference_dir=args.reference, mode=cfg.mode,
                             reference_samples=args.reference_samples)
     print(format_table({"model": summary}, reference="reference"))

@@ -29,6 +29,7 @@ from statistics import mean
 import torch
 
 from alignkit.config import EvalConfig
+from alignkit.errors import AlignkitError
 from alignkit.eval.metrics import category_rates, kl_k1, kl_k3, win_rate
 from alignkit.rollout.sampler import sample
 from alignkit.rollout.types import Samples
@@ -151,19 +152,25 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
                   reference_samples: str | Path | None = None) -> dict:
     """``alignkit eval``: a model dir (and optionally a reference dir) on the same held-out prompts.
 
-    ``reference_samples``: the reference's ``samples.jsonl`` from an earlier evaluation; its gold scores
-    are used instead of sampling the reference again when its prompts are these prompts (a reference
-    dir, if given, is still loaded for the KL). The win rate is then against those answers, whatever
-    temperature they were sampled at."""
+    ``reference_samples``: the reference's ``samples.jsonl`` from an earlier evaluation of these prompts
+    (anything else is refused before any sampling); its gold scores are used instead of sampling the
+    reference again (a reference dir, if given, is still loaded for the KL). The win rate is then
+    against those answers, whatever temperature they were sampled at."""
     from alignkit.models.load import load_model
     from alignkit.training.setup import resolve_device
 
     tasks = eval_tasks(world, cfg)
+    stored = None
+    if reference_samples is not None:
+        stored = _stored_scores(reference_samples, tasks)
+        if stored is None:
+            raise AlignkitError(f"reference samples {reference_samples}: not a samples.jsonl of these "
+                                f"{len(tasks)} held-out prompts (written by `alignkit eval` or a run's eval stage "
+                                "with the same world, categories and n_per_category)")
     device = str(resolve_device(cfg.device))
     model, tokenizer = load_model(model_dir, device=device)
     run = run_model(model, tokenizer, world, tasks, mode, cfg)
     references, kl = {}, {}
-    stored = stored_scores(reference_samples, tasks)
     if stored is not None:
         references[reference_name] = stored
     if reference_dir is not None:
@@ -181,10 +188,10 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     return summary
 
 
-def stored_scores(path: str | Path | None, tasks: list) -> list[float] | None:
+def _stored_scores(path: str | Path, tasks: list) -> list[float] | None:
     """Gold scores from a samples.jsonl, if it answers exactly ``tasks``' prompts in order, each with a
     numeric ``gold``; else None."""
-    if path is None or not Path(path).is_file():
+    if not Path(path).is_file():
         return None
     from alignkit.data.sources import iter_jsonl
 

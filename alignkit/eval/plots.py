@@ -136,14 +136,14 @@ def plot_frontier(models: dict[str, dict], path: str | Path, stages: dict[str, d
         for beta, kl, gold, _ in sweep:
             ax.annotate(f"β={beta:g}", (kl, gold), textcoords="offset points", xytext=(5, 4), fontsize=8)
     swept = {s[3] for s in sweep}
-    rounds = sorted((n for n in models if n.startswith("dpo_round_")), key=lambda n: model_rank(n, stages))
+    rounds = sorted((n for n in models if dpo_round(n)), key=dpo_round)
     if rounds:  # later DPO rounds: a path from the first round's policy
         chain = (["dpo"] if "dpo" in models else []) + rounds
         ax.plot([models[n]["kl_to_sft"] for n in chain], [models[n]["gold_reward"] for n in chain], "D--",
                 color=model_color("dpo"), markersize=8, markeredgecolor="black",
-                label=f"DPO, rounds 2-{rounds[-1].removeprefix('dpo_round_')} (preferences on its own answers)")
+                label=f"DPO, rounds 2-{dpo_round(rounds[-1])} (preferences on its own answers)")
         for n in rounds:
-            ax.annotate(f"round {n.removeprefix('dpo_round_')}", (models[n]["kl_to_sft"], models[n]["gold_reward"]),
+            ax.annotate(f"round {dpo_round(n)}", (models[n]["kl_to_sft"], models[n]["gold_reward"]),
                         textcoords="offset points", xytext=(5, -12), fontsize=8)
     for name, m in models.items():
         if name in swept or name in rounds:
@@ -296,8 +296,7 @@ def model_rank(name: str, stages: dict[str, dict] | None = None) -> tuple:
     """Sort key of model ``name`` in MODEL_ORDER; unknown names last."""
     kind = name if name in MODEL_ORDER else model_family(name)
     rank = MODEL_ORDER.index(kind) if kind in MODEL_ORDER else len(MODEL_ORDER)
-    later_round = int(name.removeprefix("dpo_round_")) if name.startswith("dpo_round_") else 0  # after DPO
-    return (rank, name.startswith("dpo_beta_"), later_round, dpo_beta(name, stages or {}) or 0.0, name)
+    return (rank, name.startswith("dpo_beta_"), dpo_round(name) or 0, dpo_beta(name, stages or {}) or 0.0, name)
 
 
 def model_color(name: str) -> str:
@@ -312,8 +311,8 @@ def model_label(name: str, beta: float | None = None) -> str:
         return fixed[name]
     if name.startswith("best_of_"):
         return f"Best-of-{name.removeprefix('best_of_')} (reward model)"
-    if name.startswith("dpo_round_"):
-        return f"DPO, round {name.removeprefix('dpo_round_')}"
+    if dpo_round(name):
+        return f"DPO, round {dpo_round(name)}"
     if name.startswith("dpo"):
         beta = beta if beta is not None else dpo_beta(name, {})
         return "DPO" if beta is None else f"DPO, β {beta:g}"
@@ -322,10 +321,16 @@ def model_label(name: str, beta: float | None = None) -> str:
     return name
 
 
+def dpo_round(name: str) -> int | None:
+    """The round of a later DPO round's model (``dpo_round_<r>`` → r); None for every other name."""
+    suffix = name.removeprefix("dpo_round_")
+    return int(suffix) if suffix != name and suffix.isdigit() else None
+
+
 def dpo_beta(name: str, stages: dict[str, dict]) -> float | None:
     """DPO's β of model ``name`` in the β sweep: from its stage summary, else from a ``dpo_beta_<β>`` name;
     None for non-DPO models and for later DPO rounds (``dpo_round_<r>``, not part of the sweep)."""
-    if not name.startswith("dpo") or name.startswith("dpo_round_"):
+    if not name.startswith("dpo") or dpo_round(name):
         return None
     if stages.get(name, {}).get("beta") is not None:
         return float(stages[name]["beta"])

@@ -340,12 +340,8 @@ def test_missing_empty_and_unsupported(tmp_path):
     assert "unsupported file type '.csv'" in message and ".jsonl" in message and ".parquet" in message
 
 
-def test_ten_thousand_records_load_fast(tmp_path):
-    import time
-
+def test_ten_thousand_records_load(tmp_path):  # how fast: benchmarks/world_and_data.py
     path = write_jsonl(
         tmp_path / "big.jsonl", [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(10_000)]
     )
-    start = time.perf_counter()
     assert len(load_records(path, "preference")) == 10_000
-    assert time.perf_counter() - start < 2.0

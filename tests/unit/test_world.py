@@ -9,7 +9,6 @@ import random
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -52,12 +51,11 @@ def test_build_world_takes_exactly_the_world_config_fields():
     assert len(world.tasks("heldout")) == len(CATEGORIES) * WorldConfig().heldout_per_category
 
 
-def test_build_is_fast_and_needs_no_torch():
-    code = ("import sys, time; t = time.perf_counter(); from alignkit.world import build_world; "
-            "w = build_world(); w.pretraining_documents(); print(time.perf_counter() - t); "
+def test_building_the_world_needs_no_torch():
+    # how fast it builds is measured in benchmarks/world_and_data.py
+    code = ("import sys; from alignkit.world import build_world; build_world().pretraining_documents(); "
             "assert 'torch' not in sys.modules, 'alignkit.world imported torch'")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout.strip()) < 1.0
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
 
 def test_same_seed_same_world_other_seed_other_world(world, corpus):
@@ -352,9 +350,3 @@ def test_export_writes_every_dataset(world, tmp_path):
     agree = sum(world.oracle.score_prompt(r["prompt"], r["chosen"]) >= world.oracle.score_prompt(r["prompt"], r["rejected"])
                 for r in rows["pairs"])
     assert agree / len(rows["pairs"]) > 0.7
-
-
-def test_build_time_in_process():
-    t = time.perf_counter()
-    build_world(seed=3).pretraining_documents()
-    assert time.perf_counter() - t < 1.0

@@ -199,6 +199,10 @@ class RMConfig(EngineConfig):
     center_coef: float = param(0.01, "reward centring: coef · (2 · mean reward of a prompt)² (Eisenstein et al. "
                                "2023); 0 = off", min=0)
     use_margin: bool = param(True, "use the `margin` field of pair records: -log σ(r_w - r_l - margin)")
+    prior: str = param("", "causal-LM dir (e.g. the SFT model) whose surprise at the response joins the reward: "
+                       "r = head + prior_coef · min_t log p_prior(y_t | x, y_<t), the log-prob of the response's "
+                       "least likely token; the head learns the rest. Empty = the head alone")
+    prior_coef: float = param(0.3, "c of the prior-surprise term (fixed; stored with the model)", min=0)
     normalize: bool = param(True, "after training, set gain and bias so the policy's responses (eval_data if "
                             "given, else the training responses) score mean 0, std 1")
     # data
@@ -428,6 +432,8 @@ class RunConfig:
     prefs: PrefsConfig = section(PrefsConfig, "preference collection from the SFT model (model and out are set "
                                  "by the run)")
     rm: RMConfig = section(RMConfig, "reward model on the collected rankings (model and data are set by the run)")
+    rm_prior: bool = param(True, "the reward model adds the SFT model's surprise at the response (rm.prior = the "
+                           "SFT model; see `alignkit rm --help`)")
     rm_curve: list = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a reward "
                            "model on pairs and one on rankings per count (empty = no curve)")
     rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)

@@ -155,7 +155,8 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     qcfg = replace(cfg.prefs, model=sft_model, out=str(prefs_dir), overwrite=True)
     fp_prefs = _prefs_jobs(jobs, run_dir, "prefs", qcfg, (fp_sft, fp_world))
     rcfg = replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
-                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"))
+                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"),
+                   prior=sft_model if cfg.rm_prior else cfg.rm.prior)
     fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
     jobs.append(Job("rm", fp_rm, _job_rm, {"rcfg": rcfg}, ("prefs",), resumable=True))
     if cfg.rm_curve:
@@ -553,6 +554,9 @@ def print_table(summary: dict) -> None:
         print(f"rm: {r['train_prompts']} ranked prompts, {r['objective']}, {r['train_seconds']:.0f} s; held-out accuracy "
               f"vs the noise-free oracle {_num(r.get('heldout_accuracy'))} (one labeller: "
               f"{_num(r.get('accuracy_ceiling'))}), Spearman with gold {_num(r.get('spearman_gold'))}")
+        if r.get("prior"):
+            print(f"  with the SFT model's surprise × {r['prior']['coef']:g}; the head alone "
+                  f"{_num(r.get('heldout_accuracy_head'))}, the surprise alone {_num(r.get('heldout_accuracy_prior'))}")
     for p in st.get("rm_curve", {}).get("points", []):
         print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}")
     if "bon" in st:

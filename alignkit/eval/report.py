@@ -244,6 +244,12 @@ def reward_model(summary: dict, run_dir: Path) -> Section:
             f"{_num(rm.get('accuracy_ceiling'), '.1%')} (the ceiling for a model learnt from such labels). Spearman "
             f"with gold: {_num(rm.get('spearman_gold'), '.2f')} over all answers, "
             f"{_num(rm.get('spearman_within_prompt'), '.2f')} within a prompt."))
+        if rm.get("prior"):
+            section.blocks.append(Text(
+                f"Its reward adds {rm['prior']['coef']:g} × the prior language model's surprise at the answer (the "
+                f"log-probability of its least likely token under {'/'.join(Path(rm['prior']['model']).parts[-2:])}): the head "
+                f"alone orders {_num(rm.get('heldout_accuracy_head'), '.1%')} of the pairs right, the surprise alone "
+                f"{_num(rm.get('heldout_accuracy_prior'), '.1%')}."))
         cats = rm.get("per_category") or {}
         if cats:
             section.blocks.append(Table(["category", "held-out accuracy", "pairs"],

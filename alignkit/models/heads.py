@@ -18,12 +18,30 @@ lm-human-preferences ``normalize_after``). gain and bias are stored in config.js
 
 The head of a new reward model is drawn from N(0, 1/√(d+1)) as in OpenAI's lm-human-preferences; a value
 head starts at zero (so the first value estimates are 0).
+
+**Prior surprise** (optional, ``alignkit rm prior=DIR``): the reward adds a fixed multiple of how surprised
+a frozen causal LM (by default the SFT model) is by the response,
+
+    r(x, y) = head(x, y) + c · min_t log p_prior(y_t | x, y_<t)
+
+— the log-probability of the response's least likely token (end-of-turn token included). A wrong sum or
+a wrong name is one unlikely token in an otherwise fluent answer, which a small head read at the last
+token misses but the language model that learned the facts notices: the largest token surprise is the
+hallucination score of SelfCheckGPT's proxy-LM variant (Manakul et al. 2023, arXiv 2303.08896, "Max(−log p)").
+The head is trained with the term in place, so it learns what the prior gets wrong (refusals are
+unlikely under an SFT model that rarely refuses). c is stored in config.json as ``reward_prior`` together
+with the prior's directory (relative to the reward model's own directory, so a moved run folder keeps
+working); :func:`load_scalar_model` loads the prior next to the model and :func:`score_responses`
+returns the whole reward. :func:`reward_scores` is the head alone.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,6 +51,15 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from alignkit.errors import AlignkitError
 
 NORMALIZATION_KEY = "reward_normalization"
+PRIOR_KEY = "reward_prior"
+
+
+@dataclass
+class Prior:
+    """The frozen language model of the prior-surprise term and its coefficient (see the module docstring)."""
+    model: PreTrainedModel
+    tokenizer: object
+    coef: float
 
 
 def new_scalar_model(backbone_dir: str | Path, *, head_init: str = "reward", seed: int = 0,
@@ -73,7 +100,72 @@ def load_scalar_model(path: str | Path, *, device: str = "cpu") -> tuple[PreTrai
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
     _prepare_tokenizer(model, tokenizer)
+    prior = getattr(config, PRIOR_KEY, None)
+    if prior:
+        prior_dir = path / prior["model"]
+        if not (prior_dir / "config.json").is_file():
+            raise AlignkitError(f"{path}: its reward adds the surprise of the language model at {prior_dir} "
+                                f"({PRIOR_KEY} in config.json), which is not there")
+        attach_prior(model, prior_dir, coef=prior["coef"], device=device)
     return model.to(device).eval(), tokenizer
+
+
+def attach_prior(model: PreTrainedModel, prior_dir: str | Path, *, coef: float, device: str = "cpu") -> Prior:
+    """Load the frozen prior LM and hang it on ``model`` (a plain attribute: not a submodule, never saved)."""
+    from alignkit.models.load import load_model
+
+    lm, tokenizer = load_model(prior_dir, device=device)
+    lm.requires_grad_(False)
+    prior = Prior(lm, tokenizer, float(coef))
+    holder = model.get_base_model() if hasattr(model, "get_base_model") else model
+    holder.alignkit_prior = prior
+    return prior
+
+
+@contextmanager
+def prior_detached(model: PreTrainedModel):
+    """Within the block ``model`` has no prior: its scores are the head's alone, and saving or copying it
+    leaves the prior LM out."""
+    holder = model.get_base_model() if hasattr(model, "get_base_model") else model
+    prior = holder.__dict__.pop("alignkit_prior", None)
+    try:
+        yield prior
+    finally:
+        if prior is not None:
+            holder.alignkit_prior = prior
+
+
+def record_prior(model: PreTrainedModel, prior_dir: str | Path, model_dir: str | Path, *, coef: float) -> None:
+    """Write the prior's directory (relative to ``model_dir``, where the model will be saved) and c into the
+    model's config, so that :func:`load_scalar_model` finds them."""
+    relative = os.path.relpath(Path(prior_dir).resolve(), Path(model_dir).resolve())
+    setattr(model.config, PRIOR_KEY, {"model": relative, "coef": float(coef),
+                                      "feature": "min_token_logprob"})
+
+
+@torch.no_grad()
+def prior_surprise(lm: PreTrainedModel, tokenizer, prompts: list, responses: list, *, batch_size: int = 64,
+                   max_length: int | None = None) -> Tensor:
+    """min_t log p(y_t | x, y_<t) over each response's tokens (end-of-turn included) under ``lm``: (N,) fp32 on
+    the CPU. Rows are batched by length; the values do not depend on the batching."""
+    from alignkit.data.collators import pad_sequences
+    from alignkit.data.templates import render_completion
+    from alignkit.models.logprobs import completion_logprobs
+
+    pairs = [render_completion(tokenizer, p, r, max_length=max_length) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    device = next(lm.parameters()).device
+    out = torch.zeros(len(pairs))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        p, pm = pad_sequences([pairs[i][0] for i in rows], pad_id=tokenizer.pad_token_id, left=True)
+        c, cm = pad_sequences([pairs[i][1] for i in rows], pad_id=tokenizer.pad_token_id)
+        if c.size(1) == 0:
+            continue  # every response cut away by max_length: no token, no surprise (0)
+        logps = completion_logprobs(lm, p.to(device), pm.to(device), c.to(device), cm.to(device))
+        logps = torch.where(cm.to(device).bool(), logps, torch.full_like(logps, math.inf))
+        out[rows] = logps.min(dim=1).values.clamp(max=0.0).cpu()  # a response cut to no token scores 0
+    return out
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:
@@ -144,9 +236,10 @@ class _quiet_transformers:
 @torch.no_grad()
 def score_responses(model: PreTrainedModel, tokenizer, prompts: list, responses: list, *,
                     max_length: int | None = None, batch_size: int = 64, normalized: bool = True) -> Tensor:
-    """r(prompt_i, response_i) for each i: (N,) fp32 on the CPU. Prompts and responses are strings or
-    message lists, rendered with :func:`alignkit.data.templates.render_response`; rows are batched by
-    length (right padding), so the order of the inputs does not change any score."""
+    """r(prompt_i, response_i) for each i: (N,) fp32 on the CPU — the head, plus the prior-surprise term when
+    the model has a prior. Prompts and responses are strings or message lists, rendered with
+    :func:`alignkit.data.templates.render_response`; rows are batched by length (right padding), so the
+    order of the inputs does not change any score."""
     from alignkit.data.collators import pad_sequences
     from alignkit.data.templates import render_response
 
@@ -162,7 +255,14 @@ def score_responses(model: PreTrainedModel, tokenizer, prompts: list, responses:
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             input_ids, mask = pad_sequences([ids[i] for i in rows], pad_id=tokenizer.pad_token_id)
-            out[rows] = reward_scores(model, input_ids.to(device), mask.to(device), normalized=normalized).cpu()
+            out[rows] = reward_scores(model, input_ids.to(device), mask.to(device)).cpu()
     finally:
         model.train(was_training)
+    prior = getattr(model, "alignkit_prior", None)
+    if prior is not None:
+        out += prior.coef * prior_surprise(prior.model, prior.tokenizer, prompts, responses, batch_size=batch_size,
+                                           max_length=max_length)
+    if normalized:
+        gain, bias = normalization(model)
+        out = gain * out + bias
     return out

@@ -21,6 +21,10 @@ policy's own responses, and — given ``eval_data`` with gold scores — evaluat
 preference (``alignkit/eval/rm.py``). Same engine as SFT: accumulation normalised by the step's prompt
 count, warm-up + cosine, metrics.jsonl, atomic checkpoints, exact resume.
 
+With ``prior=DIR`` (the run uses the SFT model) the reward adds a fixed c times the prior LM's surprise at
+the response, min_t log p_prior(y_t | x, y_<t), computed once per response before training; the head is
+trained with it in place (``alignkit/models/heads.py``).
+
 Deliberate simplifications: the tokenised dataset is held in memory; sequences longer than
 ``max_length`` are cut at the end (so their read-out is not the end-of-turn token).
 
@@ -30,7 +34,7 @@ Deliberate simplifications: the tokenised dataset is held in memory; sequences l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,7 +46,16 @@ from alignkit.data.sources import load_records
 from alignkit.data.templates import render_response
 from alignkit.errors import AlignkitError
 from alignkit.losses.reward import all_pairs, centering, plackett_luce
-from alignkit.models.heads import new_scalar_model, reward_scores, score_responses, set_normalization
+from alignkit.models.heads import (
+    attach_prior,
+    new_scalar_model,
+    prior_detached,
+    prior_surprise,
+    record_prior,
+    reward_scores,
+    score_responses,
+    set_normalization,
+)
 from alignkit.models.lora import maybe_lora, save_trained
 from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
@@ -60,6 +73,7 @@ class Group:
     input_ids: list[list[int]]   # K rows: prompt + response i
     places: list[int]            # K: 0 = best; equal places are tied
     margin: float                # for pair records with a `margin` (0 otherwise)
+    surprise: list[float] = field(default_factory=list)  # K: the prior's surprise term (empty: no prior)
 
 
 def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
@@ -73,11 +87,16 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     eval_records = load_records(cfg.eval_data, "scored") if cfg.eval_data else []
     model, tokenizer = new_scalar_model(cfg.model, seed=cfg.seed, device=str(device))
+    prior = attach_prior(model, cfg.prior, coef=cfg.prior_coef, device=str(device)) if cfg.prior else None
     begin_training(out, cfg)
     model = maybe_lora(model, cfg, task="SEQ_CLS")
 
-    # 1. data: records → groups of tokenised responses with their places; train / validation split
-    groups = [g for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
+    # 1. data: records → groups of tokenised responses with their places (and the prior's surprise at
+    # each response, once); train / validation split
+    kept = [(r, g) for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
+    groups = [g for _, g in kept]
+    if prior is not None:
+        add_surprise(kept, prior, cfg)
     if len(groups) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels "
                             "count only with both_bad=tie, tie labels only with a tie_model)")
@@ -129,16 +148,27 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
     norm_source = eval_records or records
     prompts = [r["prompt"] for r in norm_source for _ in _responses(r)]
     responses = [x for r in norm_source for x in _responses(r)]
-    raw = score_responses(model, tokenizer, prompts, responses, max_length=cfg.max_length,
-                          batch_size=cfg.eval_batch_size, normalized=False)
+    with prior_detached(model):
+        head = score_responses(model, tokenizer, prompts, responses, max_length=cfg.max_length,
+                               batch_size=cfg.eval_batch_size, normalized=False)
+    surprise = (prior_surprise(prior.model, prior.tokenizer, prompts, responses, batch_size=cfg.eval_batch_size,
+                               max_length=cfg.max_length) if prior is not None else None)
+    raw = head if prior is None else head + prior.coef * surprise
     if cfg.normalize:
         summary["normalization"] = set_normalization(model, raw)
     if eval_records:
         summary.update(evaluate_gold(eval_records, raw))
+        if prior is not None:  # what each part of the reward gets right alone
+            summary["heldout_accuracy_head"] = evaluate_gold(eval_records, head)["heldout_accuracy"]
+            summary["heldout_accuracy_prior"] = evaluate_gold(eval_records, surprise)["heldout_accuracy"]
         num = lambda key: "-" if summary[key] is None else f"{summary[key]:.3f}"  # noqa: E731 (no pairs: None)
         info(f"rm: held-out accuracy vs gold {num('heldout_accuracy')} (labeller ceiling "
              f"{num('accuracy_ceiling')}), Spearman {num('spearman_gold')} over {summary['n_pairs']} pairs")
-    save_trained(model, tokenizer, out)
+    if prior is not None:
+        summary["prior"] = {"model": cfg.prior, "coef": prior.coef}
+        record_prior(model, cfg.prior, out / "model", coef=prior.coef)
+    with prior_detached(model):
+        save_trained(model, tokenizer, out)
     write_json_atomic(out / "summary.json", summary)
     info(f"rm: validation accuracy {summary['val_accuracy']:.3f} after {result.step} steps "
          f"in {summary['train_seconds']:.0f}s")
@@ -165,6 +195,18 @@ def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | None:
     return Group(ids, places, margin)
 
 
+def add_surprise(kept: list[tuple[dict, Group]], prior, cfg: RMConfig) -> None:
+    """Fill ``group.surprise`` with c · the prior's surprise at each response, in one batched pass."""
+    prompts = [r["prompt"] for r, g in kept for _ in g.places]
+    responses = [x for r, _ in kept for x in comparison_places(r)[0]]
+    values = (prior.coef * prior_surprise(prior.model, prior.tokenizer, prompts, responses,
+                                          batch_size=cfg.eval_batch_size, max_length=cfg.max_length)).tolist()
+    start = 0
+    for _, g in kept:
+        g.surprise = values[start:start + len(g.places)]
+        start += len(g.places)
+
+
 def collate(groups: list[Group], pad_id: int) -> dict:
     """Groups → one right-padded batch of every response, plus where each sits in the (B, K) reward grid."""
     rows = [ids for g in groups for ids in g.input_ids]
@@ -176,13 +218,15 @@ def collate(groups: list[Group], pad_id: int) -> dict:
     group = torch.tensor([b for b, g in enumerate(groups) for _ in g.places])          # (N,)
     slot = torch.tensor([i for g in groups for i in range(len(g.places))])              # (N,)
     margin = torch.tensor([g.margin for g in groups], dtype=torch.float32)              # (B,)
+    surprise = torch.tensor([x for g in groups for x in (g.surprise or [0.0] * len(g.places))])  # (N,)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "places": places, "group": group,
-            "slot": slot, "margin": margin}
+            "slot": slot, "margin": margin, "surprise": surprise}
 
 
 def group_rewards(model, batch: dict) -> torch.Tensor:
-    """One forward pass over every response of the batch → rewards on the (B, K) grid (0 where absent)."""
-    r = reward_scores(model, batch["input_ids"], batch["attention_mask"])                 # (N,)
+    """One forward pass over every response of the batch → rewards on the (B, K) grid (0 where absent): the
+    head plus the prior's (precomputed) surprise term."""
+    r = reward_scores(model, batch["input_ids"], batch["attention_mask"]) + batch["surprise"]   # (N,)
     grid = r.new_zeros(batch["places"].shape)
     return grid.index_put((batch["group"], batch["slot"]), r)
 

@@ -16,7 +16,8 @@ EVAL_KEYS = {"win_rate_vs_sft", "win_rate_ci", "gold_reward", "rates", "per_cate
              "mean_length", "n_prompts"}
 RATE_KEYS = {"helpful", "honest", "harmless", "over_refusal", "proper_ending"}
 SFT_KEYS = {"val_loss", "train_examples", "steps", "train_seconds"}
-RM_KEYS = {"heldout_accuracy", "accuracy_ceiling", "spearman_gold", "train_seconds", "val_accuracy", "normalization"}
+RM_KEYS = {"heldout_accuracy", "accuracy_ceiling", "spearman_gold", "train_seconds", "val_accuracy", "normalization",
+           "prior", "heldout_accuracy_head", "heldout_accuracy_prior"}
 BON_ROW_KEYS = {"n", "kl", "proxy_reward", "gold_reward", "win_rate_vs_sft", "win_rate_ci", "oracle_gold_reward"}
 GRPO_CHECKER_KEYS = {"arithmetic_accuracy_before", "arithmetic_accuracy_after", "arithmetic_accuracy_before_ci",
                      "arithmetic_accuracy_after_ci", "accuracy_draws", "train_seconds"}

@@ -154,3 +154,68 @@ def test_rm_with_lora_saves_an_adapter_and_a_normalised_merged_model(tmp_path, b
     model, tok = load_scalar_model(out / "model")
     both = score_responses(model, tok, PROMPTS * 2, GOOD + BAD)
     assert abs(float(both.mean())) < 1e-3 and abs(float(both.std()) - 1) < 1e-2
+
+
+def test_prior_surprise_is_the_least_likely_response_token(backbone):
+    from alignkit.data.templates import render_completion
+    from alignkit.models.heads import prior_surprise
+    from alignkit.models.load import load_model
+
+    lm, tok = load_model(backbone["llama"])
+    prompts, responses = PROMPTS[:5], [GOOD[0], BAD[1], "No.", GOOD[3] + " " + BAD[3], ""]
+    expected = []
+    for p, r in zip(prompts, responses):
+        head, completion = render_completion(tok, p, r)
+        with torch.no_grad():
+            logps = lm(torch.tensor([head + completion])).logits[0, len(head) - 1:-1].log_softmax(-1)
+        expected.append(float(logps.gather(-1, torch.tensor(completion).unsqueeze(-1)).min()))
+    for batch_size in (1, 2, 64):  # left-padded prompts, right-padded responses of other lengths
+        torch.testing.assert_close(prior_surprise(lm, tok, prompts, responses, batch_size=batch_size),
+                                   torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    # responses cut away entirely by max_length have no token to be surprised by
+    assert prior_surprise(lm, tok, prompts, responses, max_length=2).tolist() == [0.0] * 5
+
+
+def test_rm_grid_adds_the_prior_term(tokenizer, backbone):
+    groups = [rm.to_group(r, tokenizer, RMConfig()) for r in (PAIRS[0], RANKINGS[1])]
+    groups[1].surprise = [-0.5, -1.0, -2.0]
+    batch = rm.collate(groups, tokenizer.pad_token_id)
+    model, _ = new_scalar_model(backbone["qwen2"])
+    grid = rm.group_rewards(model, batch)
+    flat = reward_scores(model, batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(grid[0, :2], flat[:2])  # no surprise given: the head alone
+    torch.testing.assert_close(grid[1], flat[2:] + torch.tensor([-0.5, -1.0, -2.0]))
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_rm_with_a_prior_scores_head_plus_surprise_and_moves_with_its_run(tmp_path, backbone, data, lora):
+    import shutil
+
+    from alignkit.models.heads import prior_detached, prior_surprise
+
+    run = tmp_path / "run"
+    shutil.copytree(backbone["llama"], run / "sft" / "model")
+    summary = rm.run(_cfg(run / "sft" / "model", data / "rankings.jsonl", run / "rm", max_steps=6, lora=lora,
+                          prior=str(run / "sft" / "model"), prior_coef=0.3, eval_data=str(data / "gold.jsonl")))
+    assert summary["prior"]["coef"] == 0.3
+    assert {"heldout_accuracy_head", "heldout_accuracy_prior"} <= summary.keys()
+    stored = json.loads((run / "rm" / "model" / "config.json").read_text())["reward_prior"]
+    assert stored == {"model": "../../sft/model", "coef": 0.3, "feature": "min_token_logprob"}
+    from safetensors import safe_open
+    with safe_open(str(run / "rm" / "model" / "model.safetensors"), "pt") as f:
+        assert not any("lm_head" in k or "alignkit_prior" in k for k in f.keys())  # the prior is not saved in it
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)  # the prior is found relative to the reward model
+    model, tok = load_scalar_model(moved / "rm" / "model")
+    total = score_responses(model, tok, PROMPTS, GOOD, normalized=False)
+    with prior_detached(model) as prior:
+        head = score_responses(model, tok, PROMPTS, GOOD, normalized=False)
+    surprise = prior_surprise(prior.model, prior.tokenizer, PROMPTS, GOOD)
+    assert float(surprise.max()) < 0
+    torch.testing.assert_close(total, head + 0.3 * surprise)
+    # normalised with the prior term in place: mean 0, std 1 on the eval responses
+    both = score_responses(model, tok, PROMPTS * 2, GOOD + BAD)
+    assert abs(float(both.mean())) < 1e-3 and abs(float(both.std()) - 1) < 1e-2
+    shutil.rmtree(moved / "sft")
+    with pytest.raises(AlignkitError, match="reward_prior"):
+        load_scalar_model(moved / "rm" / "model")

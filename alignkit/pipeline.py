@@ -474,7 +474,7 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
     prompts = [r["prompt"] for r in rankings]
     random.Random(f"alignkit-rm-curve:{rcfg.seed}").shuffle(prompts)
-    points = []
+    points, surprise_memo = [], {}  # the prior's surprise at each answer, computed once for all the curve's models
     for n in cfg.rm_curve:
         keep = set(prompts[:n])
         for form, records in (("pairs", comparisons), ("rankings", rankings)):
@@ -482,7 +482,8 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
             data = write_jsonl(stage_dir / f"{form}-{n}.jsonl", [r for r in records if r["prompt"] in keep])
             try:
                 s = rm.run(replace(rcfg, data=str(data), out=str(out), overwrite=True, progress=False,
-                                   normalize=False, epochs=cfg.rm_curve_epochs, max_steps=0))
+                                   normalize=False, epochs=cfg.rm_curve_epochs, max_steps=0),
+                           surprise_memo=surprise_memo)
             except AlignkitError as e:  # e.g. a tiny subset with no usable comparison: the point is missing
                 points.append({"form": form, "prompts": len(keep), "heldout_accuracy": None, "skipped": str(e)})
                 continue

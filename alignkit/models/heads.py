@@ -145,27 +145,32 @@ def record_prior(model: PreTrainedModel, prior_dir: str | Path, model_dir: str |
 
 @torch.no_grad()
 def prior_surprise(lm: PreTrainedModel, tokenizer, prompts: list, responses: list, *, batch_size: int = 64,
-                   max_length: int | None = None) -> Tensor:
+                   max_length: int | None = None, memo: dict | None = None) -> Tensor:
     """min_t log p(y_t | x, y_<t) over each response's tokens (end-of-turn included) under ``lm``: (N,) fp32 on
-    the CPU. Rows are batched by length; the values do not depend on the batching."""
+    the CPU. Identical (prompt, response) token sequences are computed once (best-of-n and the preference
+    samples repeat answers), rows are batched by length, and the values do not depend on the batching.
+    memo: a dict kept by the caller across calls *with the same lm and tokenizer* (token ids → value)."""
     from alignkit.data.collators import pad_sequences
     from alignkit.data.templates import render_completion
     from alignkit.models.logprobs import completion_logprobs
 
-    pairs = [render_completion(tokenizer, p, r, max_length=max_length) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    keys = [tuple(map(tuple, render_completion(tokenizer, p, r, max_length=max_length)))
+            for p, r in zip(prompts, responses)]
+    memo = {} if memo is None else memo
+    todo = sorted({k for k in keys if k not in memo}, key=lambda k: len(k[0]) + len(k[1]))
     device = next(lm.parameters()).device
-    out = torch.zeros(len(pairs))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        p, pm = pad_sequences([pairs[i][0] for i in rows], pad_id=tokenizer.pad_token_id, left=True)
-        c, cm = pad_sequences([pairs[i][1] for i in rows], pad_id=tokenizer.pad_token_id)
-        if c.size(1) == 0:
-            continue  # every response cut away by max_length: no token, no surprise (0)
+    for start in range(0, len(todo), batch_size):
+        rows = todo[start:start + batch_size]
+        p, pm = pad_sequences([list(k[0]) for k in rows], pad_id=tokenizer.pad_token_id, left=True)
+        c, cm = pad_sequences([list(k[1]) for k in rows], pad_id=tokenizer.pad_token_id)
+        if c.size(1) == 0:  # every response cut away by max_length: no token, no surprise
+            memo.update((k, 0.0) for k in rows)
+            continue
         logps = completion_logprobs(lm, p.to(device), pm.to(device), c.to(device), cm.to(device))
         logps = torch.where(cm.to(device).bool(), logps, torch.full_like(logps, math.inf))
-        out[rows] = logps.min(dim=1).values.clamp(max=0.0).cpu()  # a response cut to no token scores 0
-    return out
+        # a response cut to no token scores 0
+        memo.update(zip(rows, logps.min(dim=1).values.clamp(max=0.0).tolist()))
+    return torch.tensor([memo[k] for k in keys], dtype=torch.float32)
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:

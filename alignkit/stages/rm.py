@@ -76,8 +76,10 @@ class Group:
     surprise: list[float] = field(default_factory=list)  # K: the prior's surprise term (empty: no prior)
 
 
-def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
-    """Train a reward model on ``cfg.data``; returns (and writes) the stage summary."""
+def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | None = None) -> dict:
+    """Train a reward model on ``cfg.data``; returns (and writes) the stage summary. ``surprise_memo``: the
+    prior's surprise at responses already scored, shared by reward models with the same prior and
+    max_length (see :func:`alignkit.models.heads.prior_surprise`)."""
     if not cfg.model:
         raise AlignkitError("rm needs model=DIR (the backbone, a causal-LM dir such as runs/demo/sft/model)")
     if not cfg.data:
@@ -96,7 +98,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
     kept = [(r, g) for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
     groups = [g for _, g in kept]
     if prior is not None:
-        add_surprise(kept, prior, cfg)
+        add_surprise(kept, prior, cfg, surprise_memo)
     if len(groups) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels "
                             "count only with both_bad=tie, tie labels only with a tie_model)")
@@ -152,7 +154,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None) -> dict:
         head = score_responses(model, tokenizer, prompts, responses, max_length=cfg.max_length,
                                batch_size=cfg.eval_batch_size, normalized=False)
     surprise = (prior_surprise(prior.model, prior.tokenizer, prompts, responses, batch_size=cfg.eval_batch_size,
-                               max_length=cfg.max_length) if prior is not None else None)
+                               max_length=cfg.max_length, memo=surprise_memo) if prior is not None else None)
     raw = head if prior is None else head + prior.coef * surprise
     if cfg.normalize:
         summary["normalization"] = set_normalization(model, raw)
@@ -195,12 +197,13 @@ def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | None:
     return Group(ids, places, margin)
 
 
-def add_surprise(kept: list[tuple[dict, Group]], prior, cfg: RMConfig) -> None:
+def add_surprise(kept: list[tuple[dict, Group]], prior, cfg: RMConfig, memo: dict | None = None) -> None:
     """Fill ``group.surprise`` with c · the prior's surprise at each response, in one batched pass."""
     prompts = [r["prompt"] for r, g in kept for _ in g.places]
     responses = [x for r, _ in kept for x in comparison_places(r)[0]]
     values = (prior.coef * prior_surprise(prior.model, prior.tokenizer, prompts, responses,
-                                          batch_size=cfg.eval_batch_size, max_length=cfg.max_length)).tolist()
+                                          batch_size=cfg.eval_batch_size, max_length=cfg.max_length,
+                                          memo=memo)).tolist()
     start = 0
     for _, g in kept:
         g.surprise = values[start:start + len(g.places)]

@@ -172,6 +172,17 @@ def test_prior_surprise_is_the_least_likely_response_token(backbone):
     for batch_size in (1, 2, 64):  # left-padded prompts, right-padded responses of other lengths
         torch.testing.assert_close(prior_surprise(lm, tok, prompts, responses, batch_size=batch_size),
                                    torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    # identical answers are computed once, and not again with a memo of an earlier call
+    rows = []
+    hook = lm.register_forward_hook(lambda module, args, kwargs, out: rows.append(kwargs["input_ids"].size(0)),
+                                    with_kwargs=True)
+    memo = {}
+    twice = prior_surprise(lm, tok, prompts * 2, responses * 2, memo=memo)
+    torch.testing.assert_close(twice, torch.tensor(expected * 2), rtol=1e-5, atol=1e-5)
+    assert sum(rows) == 5 and len(memo) == 5
+    torch.testing.assert_close(prior_surprise(lm, tok, prompts[:2], responses[:2], memo=memo), twice[:2])
+    hook.remove()
+    assert sum(rows) == 5
     # responses cut away entirely by max_length have no token to be surprised by
     assert prior_surprise(lm, tok, prompts, responses, max_length=2).tolist() == [0.0] * 5
 

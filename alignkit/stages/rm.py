@@ -89,7 +89,10 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     eval_records = load_records(cfg.eval_data, "scored") if cfg.eval_data else []
     model, tokenizer = new_scalar_model(cfg.model, seed=cfg.seed, device=str(device))
-    prior = attach_prior(model, cfg.prior, coef=cfg.prior_coef, device=str(device)) if cfg.prior else None
+    try:
+        prior = attach_prior(model, cfg.prior, coef=cfg.prior_coef, device=str(device)) if cfg.prior else None
+    except AlignkitError as e:
+        raise AlignkitError(f"prior={cfg.prior}: {e}") from None
     begin_training(out, cfg)
     model = maybe_lora(model, cfg, task="SEQ_CLS")
 

@@ -141,6 +141,12 @@ def test_rm_bad_data_is_one_line_and_writes_nothing(tmp_path, backbone, capsys):
     assert not out.exists()
     with pytest.raises(AlignkitError, match="needs data"):
         rm.run(RMConfig(model=str(backbone["qwen2"])))
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(PAIRS[0]) + "\n" + json.dumps(PAIRS[1]) + "\n")
+    code = main(["rm", f"model={backbone['qwen2']}", f"data={good}", f"out={out}", f"prior={tmp_path / 'no-lm'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.count("prior=") == 1 and "no-lm" in err
+    assert not out.exists()
 
 
 def test_rm_with_lora_saves_an_adapter_and_a_normalised_merged_model(tmp_path, backbone, data):

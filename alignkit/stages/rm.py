@@ -100,6 +100,8 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
     # each response, once); train / validation split
     kept = [(r, g) for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
     groups = [g for _, g in kept]
+    # one memo for this run at least: without eval_data the normalisation below scores the training answers again
+    surprise_memo = {} if surprise_memo is None else surprise_memo
     if prior is not None:
         add_surprise(kept, prior, cfg, surprise_memo)
     if len(groups) < 2:

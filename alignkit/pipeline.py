@@ -534,6 +534,8 @@ def _evaluate(cfg: RunConfig, world, run_dir: Path, stage_dir: Path) -> dict:
         summary = harness.summarise(r, ecfg, references=refs)
         # KL to SFT is defined for chat-mode policies; a base model prompted differently has none.
         summary["kl_to_sft"] = 0.0 if name == "sft" else None
+        if name == "sft":  # the scale of every win rate vs SFT: the world's ideal answers against these
+            summary["ideal_win_rate_vs_sft"] = harness.ideal_win_rate(world, r, tie_margin=ecfg.tie_margin)["win_rate"]
         harness.write_run(r, summary, stage_dir / name)
         out[name] = summary
     dump_yaml(ecfg, stage_dir / "config.yaml")
@@ -572,6 +574,9 @@ def print_table(summary: dict) -> None:
         m = models["sft"]
         lo, hi = m["win_rate_vs_base_zero_shot_ci"]
         print(f"\nsft vs base zero-shot: win rate {m['win_rate_vs_base_zero_shot']:.2f} [{lo:.2f}, {hi:.2f}]")
+    if models.get("sft", {}).get("ideal_win_rate_vs_sft") is not None:
+        print(f"the world's ideal answers vs sft: win rate {models['sft']['ideal_win_rate_vs_sft']:.2f} "
+              "(the most any model can reach)")
     print(f"wall time {summary['wall_seconds']:.0f} s — details in runs/<name>/summary.json and eval/<model>/")
 
 

@@ -129,6 +129,16 @@ def summarise(run: ModelRun, cfg: EvalConfig, *, references: dict[str, ModelRun 
     return out
 
 
+def ideal_win_rate(world, run: ModelRun, *, tie_margin: float) -> dict:
+    """:func:`~alignkit.eval.metrics.win_rate` of the world's ideal answers against ``run``'s answers.
+
+    Every ideal answer gets the oracle's top score (1), so this is the highest win rate any model can reach
+    against these answers: each prompt where ``run`` already scored 1 can at best be tied (½). It puts a
+    model's win rate vs SFT on a scale: 0.5 is SFT's level, this value is perfect."""
+    ideal = [world.oracle.score(t, t.ideal) for t in run.tasks]
+    return win_rate(ideal, [j.score for j in run.judgements], tie_margin=tie_margin)
+
+
 def write_run(run: ModelRun, summary: dict, out_dir: Path, kl: dict | None = None) -> None:
     """``summary.json`` and ``samples.jsonl`` (one line per prompt: response, gold score, verdicts)."""
     from alignkit.data.sources import write_jsonl

@@ -144,6 +144,10 @@ def comparison(summary: dict) -> Section:
         lo, hi = sft["win_rate_vs_base_zero_shot_ci"]
         section.blocks.append(Text(f"SFT against the base model prompted zero-shot: win rate "
                                    f"{sft['win_rate_vs_base_zero_shot']:.2f} [{lo:.2f}, {hi:.2f}]."))
+    if sft.get("ideal_win_rate_vs_sft") is not None:
+        section.blocks.append(Text(f"The world's ideal answers against SFT's: win rate {sft['ideal_win_rate_vs_sft']:.2f} "
+                                   "— the most any model can reach, as every ideal answer gets the top gold score "
+                                   "and a prompt SFT already answered perfectly can only be tied."))
     for name, stage in stages.items():  # verifiable-reward runs: accuracy on their categories, before → after
         for key, before in stage.items():
             category = key.removesuffix("_accuracy_before")

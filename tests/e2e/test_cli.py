@@ -87,6 +87,7 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
         load_records(smoke_run / "prefs" / f"{name}.jsonl", kind)  # every record follows the schema
     assert models["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
     assert models["sft"]["kl_to_sft"] == 0.0
+    assert 0.5 <= models["sft"]["ideal_win_rate_vs_sft"] <= 1.0  # the world's ideal answers against SFT's
 
 
 def test_second_run_skips_unchanged_stages(smoke_run, capfd):

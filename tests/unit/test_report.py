@@ -33,7 +33,7 @@ def _jsonl(path, rows: list[dict]) -> None:
 def make_run(root, *, rl: bool = True):
     """A finished run as `alignkit run` lays it out, small: 2 categories × 2 prompts, a few logged steps."""
     models = {"base_zero_shot": _eval(0.2, -0.2, None), "base_few_shot": _eval(0.3, 0.1, None),
-              "sft": _eval(0.5, 0.5, 0.0), "best_of_4": _eval(0.6, 0.6, 0.64), "dpo": _eval(0.58, 0.62, 1.5),
+              "sft": _eval(0.5, 0.5, 0.0) | {"ideal_win_rate_vs_sft": 0.76}, "best_of_4": _eval(0.6, 0.6, 0.64), "dpo": _eval(0.58, 0.62, 1.5),
               "dpo_beta_0.3": _eval(0.55, 0.6, 2.0)}
     stages = {"pretrain": {"train_seconds": 30.0, "params": 1000}, "sft": {"train_seconds": 5.0},
               "rm": {"heldout_accuracy": 0.75, "accuracy_ceiling": 0.88, "objective": "plackett_luce",
@@ -96,6 +96,7 @@ def test_the_report_has_every_section_and_figure(full_report):
               "DPO, β 0.3", "GRPO (reward model)"]
     table = md.split("## Model comparison")[1].split("## Win rate")[0]
     assert [table.index(x) for x in labels] == sorted(table.index(x) for x in labels)
+    assert "The world's ideal answers against SFT's: win rate 0.76" in table  # the scale of the win rates
 
 
 def test_the_verifiable_reward_run_shows_its_accuracy_before_and_after(full_report):

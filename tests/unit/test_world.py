@@ -350,3 +350,16 @@ def test_export_writes_every_dataset(world, tmp_path):
     agree = sum(world.oracle.score_prompt(r["prompt"], r["chosen"]) >= world.oracle.score_prompt(r["prompt"], r["rejected"])
                 for r in rows["pairs"])
     assert agree / len(rows["pairs"]) > 0.7
+
+
+def test_every_ideal_answer_gets_the_top_score_and_ideal_win_rate_counts_ties(world):
+    """The ideal answers are the scale of the win rates vs SFT (harness.ideal_win_rate): each scores 1, so
+    against another model's answers they win, or tie where that model already scored 1."""
+    from alignkit.eval.harness import ModelRun, ideal_win_rate
+
+    assert all(world.oracle.score(t, t.ideal) == 1.0 for t in world.tasks("train") + world.tasks("heldout"))
+    tasks = world.tasks("heldout", "fact")[:4]
+    responses = [tasks[0].ideal, tasks[1].ideal, "", "The sky is made of cheese pies."]
+    run = ModelRun("chat", tasks, responses, [world.oracle.judge(t, r) for t, r in zip(tasks, responses)], None)
+    wr = ideal_win_rate(world, run, tie_margin=0.01)
+    assert (wr["wins"], wr["ties"], wr["losses"]) == (2, 2, 0) and wr["win_rate"] == 0.75

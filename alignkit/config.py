@@ -244,6 +244,9 @@ class DPOConfig(EngineConfig):
     simpo_gamma: float = param(1.375, "SimPO's target reward margin γ", min=0)
     sft_coef: float = param(0.0, "α: adds α · mean token NLL of the best-ranked (chosen) response (RPO, Pang et al. "
                             "2024); 0 = off", min=0)
+    dpop_lambda: float = param(0.0, "λ of DPO-Positive (Pal et al. 2024; sigmoid and listwise): the chosen answer's "
+                               "implicit reward loses βλ·max(0, log π_ref − log π), so its likelihood may not fall "
+                               "below the reference's (paper: 50); 0 = off", min=0)
     # data
     max_length: int = param(256, "tokens of prompt + response (longer responses are cut at the end)", min=8)
     heldout_fraction: float = param(0.05, "fraction of prompts held out for validation", gt=0, max=0.5)

@@ -12,6 +12,13 @@ policy / reference), or (B, K) for rankings with ``ranks`` as in ``alignkit/loss
     simpo    −log σ(β·mean log π(y_w) − β·mean log π(y_l) − γ)   Meng et al. 2024, arXiv 2405.14734
     listwise Plackett-Luce over the implicit rewards β(log π − log π_ref)  (DPO paper, appendix A.3)
 
+DPO-Positive (``dpop_lambda`` λ > 0, for ``dpo`` and ``listwise_dpo``; Pal et al. 2024, "Smaug", arXiv
+2402.13228, eq. 3) lowers the chosen response's implicit reward by βλ·max(0, log π_ref(y_w) − log π(y_w)):
+the loss then rises as soon as the chosen answer becomes *less* likely than under the reference. Plain
+DPO allows that, and when chosen and rejected differ in a token or two ("7 + 5 = 12." vs "… = 13.") it
+is what happens: pushing the rejected answer down drags the shared tokens — and the chosen answer —
+down with it. With rankings the penalty applies to the best-ranked tie group, so K = 2 is DPOP.
+
 Every function returns ``(loss, metrics)``; the metrics are the implicit rewards β·log-ratio of chosen
 and rejected, their margin, the preference accuracy and the policy log-probs (to see the known failure
 where chosen and rejected log-probs both fall).
@@ -38,12 +45,13 @@ def _h(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor) -> Tensor:
 
 
 def dpo(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, *,
-        beta: float = 0.1, label_smoothing: float = 0.0) -> tuple[Tensor, dict]:
+        beta: float = 0.1, label_smoothing: float = 0.0, dpop_lambda: float = 0.0) -> tuple[Tensor, dict]:
     """Sigmoid DPO; ``label_smoothing`` ε > 0 makes it conservative DPO (cDPO), whose gradient vanishes at
-    σ(βh) = 1 − ε instead of pushing the margin on forever."""
+    σ(βh) = 1 − ε instead of pushing the margin on forever; ``dpop_lambda`` λ > 0 makes it DPO-Positive."""
     if not 0 <= label_smoothing <= 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
-    z = beta * _h(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    z = beta * (_h(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+                - dpop_lambda * _fall(policy_chosen, ref_chosen))
     loss = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
     return loss.mean(), _metrics(beta, policy_chosen, policy_rejected, ref_chosen, ref_rejected)
 
@@ -83,10 +91,13 @@ def simpo(policy_chosen_mean: Tensor, policy_rejected_mean: Tensor, *, beta: flo
 
 
 def listwise_dpo(policy_logps: Tensor, ref_logps: Tensor, ranks: Tensor, *,
-                 beta: float = 0.1) -> tuple[Tensor, dict]:
+                 beta: float = 0.1, dpop_lambda: float = 0.0) -> tuple[Tensor, dict]:
     """Plackett-Luce likelihood of a K-wise ranking with rewards β·(log π − log π_ref); (B, K) inputs.
-    For K = 2 it is DPO. Metrics compare the best-ranked response with the worst-ranked one."""
+    For K = 2 it is DPO (with ``dpop_lambda``, DPOP: the best-ranked responses' rewards lose
+    βλ·max(0, log π_ref − log π)). Metrics compare the best-ranked response with the worst-ranked one."""
     rewards = beta * (policy_logps.float() - ref_logps.float())
+    if dpop_lambda:
+        rewards = rewards - beta * dpop_lambda * torch.where(_best(ranks), _fall(policy_logps, ref_logps), 0.0)
     loss, m = plackett_luce(rewards, ranks)
     return loss, {**_ranked_metrics(rewards, policy_logps, ranks), "rewards/accuracy": m["accuracy"]}
 
@@ -99,11 +110,22 @@ def all_pairs_dpo(policy_logps: Tensor, ref_logps: Tensor, ranks: Tensor, *,
     return loss, {**_ranked_metrics(rewards, policy_logps, ranks), "rewards/accuracy": m["accuracy"]}
 
 
+def _fall(policy: Tensor, ref: Tensor) -> Tensor:
+    """DPOP's penalty: how far the log-prob fell below the reference's, max(0, log π_ref − log π)."""
+    return (ref.float() - policy.float()).clamp(min=0)
+
+
+def _best(ranks: Tensor) -> Tensor:
+    """(B, K) bool: the responses of each prompt's best tie group (ranks as in ``losses/reward.py``)."""
+    present = ranks >= 0
+    return present & (ranks == ranks.masked_fill(~present, 10**9).min(dim=1, keepdim=True).values)
+
+
 def _ranked_metrics(rewards: Tensor, logps: Tensor, ranks: Tensor) -> dict:
     """Implicit rewards and log-probs of each prompt's best tie group ("chosen") and of the rest
     ("rejected"), averaged per prompt, then over prompts that rank something below their best."""
     present = ranks >= 0
-    best = present & (ranks == ranks.masked_fill(~present, 10**9).min(dim=1, keepdim=True).values)
+    best = _best(ranks)
     rest = present & ~best
     rows = rest.any(dim=1)
 

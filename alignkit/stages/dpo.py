@@ -65,6 +65,8 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
 
     if not cfg.model or not cfg.data:
         raise AlignkitError("dpo needs model=DIR (the policy, e.g. runs/demo/sft/model) and data=FILE (preferences)")
+    if cfg.dpop_lambda and cfg.loss not in ("sigmoid", "listwise"):
+        raise AlignkitError(f"dpop_lambda={cfg.dpop_lambda:g} works with loss=sigmoid or loss=listwise, not loss={cfg.loss}")
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
@@ -188,12 +190,16 @@ def objective(cfg: DPOConfig, logps: torch.Tensor, lengths: torch.Tensor, batch:
 def preference_loss(cfg: DPOConfig, logps: torch.Tensor, lengths: torch.Tensor, batch: dict):
     """The configured preference loss; pairs sit at slots 0 (chosen) and 1 (rejected)."""
     ref = batch["ref_logps"].to(logps.device)
+    if cfg.loss == "listwise":
+        return listwise_dpo(logps, ref, batch["places"], beta=cfg.beta, dpop_lambda=cfg.dpop_lambda)
     if cfg.loss in RANKING_LOSSES:
         return RANKING_LOSSES[cfg.loss](logps, ref, batch["places"], beta=cfg.beta)
     if cfg.loss == "simpo":
         means = logps / lengths
         return simpo(means[:, 0], means[:, 1], beta=cfg.beta, gamma=cfg.simpo_gamma)
     extra = {"label_smoothing": cfg.label_smoothing} if cfg.loss in ("sigmoid", "robust") else {}
+    if cfg.loss == "sigmoid":
+        extra["dpop_lambda"] = cfg.dpop_lambda
     return DPO_LOSSES[cfg.loss](logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta, **extra)
 
 

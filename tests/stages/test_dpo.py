@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from alignkit.config import DPOConfig
+from alignkit.errors import AlignkitError
 from alignkit.data.collators import pad_sequences
 from alignkit.data.sources import write_jsonl
 from alignkit.models.load import build_config, load_model, new_model, save_model
@@ -121,3 +122,13 @@ def test_dpo_with_lora_starts_at_log_2_against_the_disabled_adapters(tmp_path, p
     assert rows[0]["dpo/loss"] == pytest.approx(0.693147, abs=1e-4)  # adapters start at B = 0
     assert summary["val_margin"] > 0
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "listwise"])
+def test_dpop_trains_and_other_losses_refuse_it(tmp_path, policy_dir, data, loss):
+    summary = dpo.run(_cfg(policy_dir, data / "rankings.jsonl", tmp_path / loss, loss=loss, max_steps=2,
+                           dpop_lambda=5.0))
+    assert summary["steps"] == 2 and summary["val_loss"] == summary["val_loss"]
+    with pytest.raises(AlignkitError, match="dpop_lambda=5 works with loss=sigmoid or loss=listwise, not loss=ipo"):
+        dpo.run(_cfg(policy_dir, data / "rankings.jsonl", tmp_path / "ipo", loss="ipo", dpop_lambda=5.0))
+    assert not (tmp_path / "ipo").exists()

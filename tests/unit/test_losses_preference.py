@@ -187,6 +187,33 @@ def test_listwise_k2_swapped_slots_equals_dpo():
     assert close(loss, 0.598139) and close(m["rewards/margin"], 0.2)
 
 
+def test_dpop_penalises_only_a_chosen_answer_that_fell_below_the_reference():
+    # chosen fell by 1 nat, rejected by 1: h = 0, DPO log 2; DPOP λ 2, β 0.1: −log σ(0.1·(0 − 2·1)) = log(1 + e^0.2)
+    fell = T([-5.0]), T([-6.0]), T([-4.0]), T([-5.0])
+    assert close(dpo(*fell, beta=0.1)[0], math.log(2))
+    assert close(dpo(*fell, beta=0.1, dpop_lambda=2.0)[0], 0.798139)
+    # chosen above its reference: no penalty at all, whatever λ (h = 2 → DPO's 0.598139)
+    assert close(dpo(*case(), beta=0.1, dpop_lambda=50.0)[0], 0.598139)
+    # the penalty's gradient pushes the fallen chosen log-prob up: d/dπ_w = −β(1 + λ)σ(−z)
+    pc = T([-5.0], requires_grad=True)
+    dpo(pc, *fell[1:], beta=0.1, dpop_lambda=2.0)[0].backward()
+    assert close(pc.grad, -0.1 * 3 * torch.sigmoid(T(0.2)))
+
+
+def test_listwise_dpop_with_two_responses_equals_dpop_and_penalises_the_best_group_only():
+    g = torch.Generator().manual_seed(1)
+    policy, ref = -10 * torch.rand(6, 2, generator=g), -10 * torch.rand(6, 2, generator=g)
+    expected, _ = dpo(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta=0.3, dpop_lambda=5.0)
+    loss, _ = listwise_dpo(policy, ref, T([[0, 1]] * 6), beta=0.3, dpop_lambda=5.0)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    # K = 3: only the best-ranked response (slot 1 here) can be penalised; a fallen worse one is not
+    policy, ref, ranks = T([[-9.0, -5.0, -7.0]]), T([[-4.0, -4.0, -4.0]]), T([[2, 0, 1]])
+    shifted = policy.clone()
+    shifted[0, 1] -= 5.0 * 1.0  # rewards are β(π − π_ref − λ·fall) for the best: the same as π lowered by λ·fall
+    assert torch.allclose(listwise_dpo(policy, ref, ranks, beta=0.1, dpop_lambda=5.0)[0],
+                          listwise_dpo(shifted, ref, ranks, beta=0.1)[0], atol=1e-6)
+
+
 def test_listwise_is_invariant_to_a_constant_per_row():
     g = torch.Generator().manual_seed(1)
     policy, ref = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)

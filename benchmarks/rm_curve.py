@@ -1,0 +1,79 @@
+"""The reward model's data-efficiency curve of a finished run again, over several seeds.
+
+    .venv/bin/python benchmarks/rm_curve.py runs/demo --seeds 0 1 2 3 --epochs 2 --points 250 500 1000
+
+Each seed draws other nested subsets of the run's train prompts and another initialisation and data
+order for each reward model; the preferences, the held-out pairs and every other setting are the
+run's (`rm`, `rm_prior`). For every seed and point it trains one reward model on pairs (one comparison
+per prompt, with its tie / both_bad label) and one on rankings (all answers of the prompt), as the run's
+`rm_curve` stage does, and prints each accuracy and the means over seeds.
+
+Target (reward-model issue): rankings reach the accuracy of pairs with fewer labelled prompts; checked
+here as the mean accuracy of rankings at half the largest point ≥ that of pairs at the largest point.
+Exits 1 when it is missed. One seed costs about as long as the run's curve per epoch (129 s at
+[125, 250, 500, 1000] and 1 epoch on one thread of a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from statistics import mean
+
+import torch
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path, help="a finished `alignkit run` folder (runs/<name>)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=float, default=None, help="epochs per reward model (default: the run's rm_curve_epochs)")
+    ap.add_argument("--points", type=int, nargs="+", default=None, help="labelled prompts (default: the run's rm_curve)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    from alignkit.config import RunConfig, load_config
+    from alignkit.pipeline import _rm_curve
+
+    torch.set_num_threads(args.threads)
+    run = args.run_dir
+    cfg = load_config(RunConfig, config_file=run / "config.yaml")
+    cfg = replace(cfg, rm_curve=args.points or cfg.rm_curve,
+                  rm_curve_epochs=args.epochs if args.epochs is not None else cfg.rm_curve_epochs)
+    sft = str(run / "sft" / "model")
+    acc: dict[tuple[str, int], list[float]] = {}
+    for seed in args.seeds:
+        rcfg = replace(cfg.rm, model=sft, data=str(run / "prefs" / "rankings.jsonl"),
+                       eval_data=str(run / "prefs" / "heldout.jsonl"), prior=sft if cfg.rm_prior else cfg.rm.prior,
+                       seed=seed, progress=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            points = _rm_curve(cfg, replace(rcfg, out=str(Path(tmp) / "rm")), run / "prefs", Path(tmp))["points"]
+        for p in points:
+            if p["heldout_accuracy"] is not None:
+                acc.setdefault((p["form"], p["prompts"]), []).append(p["heldout_accuracy"])
+        print(json.dumps({"seed": seed, "points": [[p["form"], p["prompts"], p["heldout_accuracy"]] for p in points]}),
+              flush=True)
+
+    sizes = sorted({n for _, n in acc})
+    print(f"\nheld-out accuracy, mean of {len(args.seeds)} seed(s), {cfg.rm_curve_epochs:g} epoch(s) per model")
+    print(f"{'prompts':>9}" + "".join(f"{n:>9}" for n in sizes))
+    for form in ("pairs", "rankings"):
+        print(f"{form:>9}" + "".join(f"{mean(acc[(form, n)]):>9.3f}" if (form, n) in acc else f"{'-':>9}" for n in sizes))
+    most = sizes[-1]
+    half = max((n for n in sizes if n <= most // 2), default=None)
+    if half is None or ("rankings", half) not in acc or ("pairs", most) not in acc:
+        print("no point at half the largest: the target cannot be checked")
+        return 1
+    ranked, paired = mean(acc[("rankings", half)]), mean(acc[("pairs", most)])
+    ok = ranked >= paired
+    print(f"rankings at {half} prompts {ranked:.3f} {'>=' if ok else '<'} pairs at {most} {paired:.3f}: "
+          f"{'met' if ok else 'MISSED'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

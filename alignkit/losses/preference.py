@@ -15,9 +15,10 @@ policy / reference), or (B, K) for rankings with ``ranks`` as in ``alignkit/loss
 DPO-Positive (``dpop_lambda`` λ > 0, for ``dpo`` and ``listwise_dpo``; Pal et al. 2024, "Smaug", arXiv
 2402.13228, eq. 3) lowers the chosen response's implicit reward by βλ·max(0, log π_ref(y_w) − log π(y_w)):
 the loss then rises as soon as the chosen answer becomes *less* likely than under the reference. Plain
-DPO allows that, and when chosen and rejected differ in a token or two ("7 + 5 = 12." vs "… = 13.") it
-is what happens: pushing the rejected answer down drags the shared tokens — and the chosen answer —
-down with it. With rankings the penalty applies to the best-ranked tie group, so K = 2 is DPOP.
+DPO allows that, and Pal et al. show it happens when chosen and rejected differ in a token or two
+("7 + 5 = 12." vs "… = 13."): pushing the rejected answer down can drag the shared tokens — and the
+chosen answer — down with it. With rankings the penalty applies to the best-ranked tie group, so K = 2
+is DPOP.
 
 Every function returns ``(loss, metrics)``; the metrics are the implicit rewards β·log-ratio of chosen
 and rejected, their margin, the preference accuracy and the policy log-probs (to see the known failure
@@ -96,9 +97,10 @@ def listwise_dpo(policy_logps: Tensor, ref_logps: Tensor, ranks: Tensor, *,
     For K = 2 it is DPO (with ``dpop_lambda``, DPOP: the best-ranked responses' rewards lose
     βλ·max(0, log π_ref − log π)). Metrics compare the best-ranked response with the worst-ranked one."""
     rewards = beta * (policy_logps.float() - ref_logps.float())
+    scored = rewards  # the implicit rewards are logged without DPOP's penalty, as in `dpo`
     if dpop_lambda:
-        rewards = rewards - beta * dpop_lambda * torch.where(_best(ranks), _fall(policy_logps, ref_logps), 0.0)
-    loss, m = plackett_luce(rewards, ranks)
+        scored = rewards - beta * dpop_lambda * torch.where(_best(ranks), _fall(policy_logps, ref_logps), 0.0)
+    loss, m = plackett_luce(scored, ranks)
     return loss, {**_ranked_metrics(rewards, policy_logps, ranks), "rewards/accuracy": m["accuracy"]}
 
 

@@ -210,8 +210,10 @@ def test_listwise_dpop_with_two_responses_equals_dpop_and_penalises_the_best_gro
     policy, ref, ranks = T([[-9.0, -5.0, -7.0]]), T([[-4.0, -4.0, -4.0]]), T([[2, 0, 1]])
     shifted = policy.clone()
     shifted[0, 1] -= 5.0 * 1.0  # rewards are β(π − π_ref − λ·fall) for the best: the same as π lowered by λ·fall
-    assert torch.allclose(listwise_dpo(policy, ref, ranks, beta=0.1, dpop_lambda=5.0)[0],
-                          listwise_dpo(shifted, ref, ranks, beta=0.1)[0], atol=1e-6)
+    loss, metrics = listwise_dpo(policy, ref, ranks, beta=0.1, dpop_lambda=5.0)
+    assert torch.allclose(loss, listwise_dpo(shifted, ref, ranks, beta=0.1)[0], atol=1e-6)
+    # the logged implicit rewards are the plain ones, as `dpo` logs them
+    assert close(metrics["rewards/chosen"], listwise_dpo(policy, ref, ranks, beta=0.1)[1]["rewards/chosen"])
 
 
 def test_listwise_is_invariant_to_a_constant_per_row():

@@ -190,10 +190,9 @@ def objective(cfg: DPOConfig, logps: torch.Tensor, lengths: torch.Tensor, batch:
 def preference_loss(cfg: DPOConfig, logps: torch.Tensor, lengths: torch.Tensor, batch: dict):
     """The configured preference loss; pairs sit at slots 0 (chosen) and 1 (rejected)."""
     ref = batch["ref_logps"].to(logps.device)
-    if cfg.loss == "listwise":
-        return listwise_dpo(logps, ref, batch["places"], beta=cfg.beta, dpop_lambda=cfg.dpop_lambda)
     if cfg.loss in RANKING_LOSSES:
-        return RANKING_LOSSES[cfg.loss](logps, ref, batch["places"], beta=cfg.beta)
+        extra = {"dpop_lambda": cfg.dpop_lambda} if cfg.loss == "listwise" else {}
+        return RANKING_LOSSES[cfg.loss](logps, ref, batch["places"], beta=cfg.beta, **extra)
     if cfg.loss == "simpo":
         means = logps / lengths
         return simpo(means[:, 0], means[:, 1], beta=cfg.beta, gamma=cfg.simpo_gamma)

@@ -154,9 +154,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     # data-efficiency curve, and best-of-n with it
     qcfg = replace(cfg.prefs, model=sft_model, out=str(prefs_dir), overwrite=True)
     fp_prefs = _prefs_jobs(jobs, run_dir, "prefs", qcfg, (fp_sft, fp_world))
-    rcfg = replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
-                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"),
-                   prior=sft_model if cfg.rm_prior else cfg.rm.prior)
+    rcfg = rm_config(cfg, run_dir)
     fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
     jobs.append(Job("rm", fp_rm, _job_rm, {"rcfg": rcfg}, ("prefs",), resumable=True))
     if cfg.rm_curve:
@@ -206,6 +204,15 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
             jobs.append(Job(name, fp, _job_policy, {"kind": "grpo", "scfg": gcfg},
                             ("rm", "eval") if gcfg.rm else ("eval",), resumable=True))
     return sorted(jobs, key=_start_rank)
+
+
+def rm_config(cfg: RunConfig, run_dir: Path):
+    """The run's reward-model stage: on the SFT model and the run's preferences, with the SFT model as the
+    prior when ``rm_prior`` (also what ``benchmarks/rm_curve.py`` retrains)."""
+    sft_model, prefs_dir = str(run_dir / "sft" / "model"), run_dir / "prefs"
+    return replace(cfg.rm, model=sft_model, data=str(prefs_dir / "rankings.jsonl"),
+                   eval_data=str(prefs_dir / "heldout.jsonl"), out=str(run_dir / "rm"),
+                   prior=sft_model if cfg.rm_prior else cfg.rm.prior)
 
 
 def _prefs_jobs(jobs: list[Job], run_dir: Path, name: str, qcfg, inputs: tuple, deps: tuple[str, ...] = ()) -> str:
@@ -558,7 +565,7 @@ def print_table(summary: dict) -> None:
               f"vs the noise-free oracle {_num(r.get('heldout_accuracy'))} (one labeller: "
               f"{_num(r.get('accuracy_ceiling'))}), Spearman with gold {_num(r.get('spearman_gold'))}")
         if r.get("prior"):
-            print(f"  with the SFT model's surprise × {r['prior']['coef']:g}; the head alone "
+            print(f"  with the surprise of {r['prior']['model']} × {r['prior']['coef']:g}; the head alone "
                   f"{_num(r.get('heldout_accuracy_head'))}, the surprise alone {_num(r.get('heldout_accuracy_prior'))}")
     for p in st.get("rm_curve", {}).get("points", []):
         print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}")

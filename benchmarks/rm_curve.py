@@ -37,21 +37,18 @@ def main() -> int:
     args = ap.parse_args()
 
     from alignkit.config import RunConfig, load_config
-    from alignkit.pipeline import _rm_curve
+    from alignkit.pipeline import _rm_curve, rm_config
 
     torch.set_num_threads(args.threads)
     run = args.run_dir
     cfg = load_config(RunConfig, config_file=run / "config.yaml")
     cfg = replace(cfg, rm_curve=args.points or cfg.rm_curve,
                   rm_curve_epochs=args.epochs if args.epochs is not None else cfg.rm_curve_epochs)
-    sft = str(run / "sft" / "model")
     acc: dict[tuple[str, int], list[float]] = {}
     for seed in args.seeds:
-        rcfg = replace(cfg.rm, model=sft, data=str(run / "prefs" / "rankings.jsonl"),
-                       eval_data=str(run / "prefs" / "heldout.jsonl"), prior=sft if cfg.rm_prior else cfg.rm.prior,
-                       seed=seed, progress=False)
-        with tempfile.TemporaryDirectory() as tmp:
-            points = _rm_curve(cfg, replace(rcfg, out=str(Path(tmp) / "rm")), run / "prefs", Path(tmp))["points"]
+        rcfg = replace(rm_config(cfg, run), seed=seed, progress=False)
+        with tempfile.TemporaryDirectory() as tmp:  # the curve's models go here, not into the run
+            points = _rm_curve(cfg, rcfg, run / "prefs", Path(tmp))["points"]
         for p in points:
             if p["heldout_accuracy"] is not None:
                 acc.setdefault((p["form"], p["prompts"]), []).append(p["heldout_accuracy"])

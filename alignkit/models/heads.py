@@ -117,8 +117,7 @@ def attach_prior(model: PreTrainedModel, prior_dir: str | Path, *, coef: float, 
     lm, tokenizer = load_model(prior_dir, device=device)
     lm.requires_grad_(False)
     prior = Prior(lm, tokenizer, float(coef))
-    holder = model.get_base_model() if hasattr(model, "get_base_model") else model
-    holder.alignkit_prior = prior
+    _unwrapped(model).alignkit_prior = prior
     return prior
 
 
@@ -126,7 +125,7 @@ def attach_prior(model: PreTrainedModel, prior_dir: str | Path, *, coef: float, 
 def prior_detached(model: PreTrainedModel):
     """Within the block ``model`` has no prior: its scores are the head's alone, and saving or copying it
     leaves the prior LM out."""
-    holder = model.get_base_model() if hasattr(model, "get_base_model") else model
+    holder = _unwrapped(model)
     prior = holder.__dict__.pop("alignkit_prior", None)
     try:
         yield prior
@@ -168,9 +167,14 @@ def prior_surprise(lm: PreTrainedModel, tokenizer, prompts: list, responses: lis
             continue
         logps = completion_logprobs(lm, p.to(device), pm.to(device), c.to(device), cm.to(device))
         logps = torch.where(cm.to(device).bool(), logps, torch.full_like(logps, math.inf))
-        # a response cut to no token scores 0
+        # a response cut to no token has min +inf: the clamp makes it 0
         memo.update(zip(rows, logps.min(dim=1).values.clamp(max=0.0).tolist()))
     return torch.tensor([memo[k] for k in keys], dtype=torch.float32)
+
+
+def _unwrapped(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformers model under a LoRA (peft) wrapper, whose layers carry the adapters; else ``model``."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:
@@ -182,8 +186,7 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
 def scalar_outputs(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """The head at every position: (B, T) fp32. Position ids count real tokens, so padding does not shift them.
     A LoRA (peft) model is read through its wrapped model, whose layers carry the adapters."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
+    model = _unwrapped(model)
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False).last_hidden_state

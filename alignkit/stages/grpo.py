@@ -45,7 +45,7 @@ from alignkit.rollout.prompts import prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, load_state, save_state, write_json_atomic
-from alignkit.training.logging import MetricsLog, info, progress_bar
+from alignkit.training.logging import MetricsLog, fmt, info, progress_bar
 from alignkit.training.optim import build_rl_optimizer, trainable
 from alignkit.training.order import EpochOrder
 from alignkit.training.setup import begin_training, disable_dropout, resolve_device
@@ -135,7 +135,7 @@ def run(cfg: GRPOConfig, world=None, *, stop_after: int | None = None) -> dict:
                "curve": [{k.removeprefix("grpo/"): r[k] for k in ("step", "grpo/reward", "grpo/gold", "grpo/kl")
                           if k in r} for r in history]}
     write_json_atomic(out / "summary.json", summary)
-    info(f"grpo: {step} steps in {train_seconds:.0f}s; last reward {summary['final_reward']:+.3f}")
+    info(f"grpo: {step} steps in {train_seconds:.0f}s; last reward {fmt(summary['final_reward'])}")
     return summary
 
 

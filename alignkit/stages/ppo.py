@@ -63,7 +63,7 @@ from alignkit.rollout.prompts import prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, save_pretrained_atomic, write_json_atomic
-from alignkit.training.logging import MetricsLog, info, progress_bar
+from alignkit.training.logging import MetricsLog, fmt, info, progress_bar
 from alignkit.training.optim import build_rl_optimizer, trainable
 from alignkit.training.order import EpochOrder
 from alignkit.training.setup import begin_training, disable_dropout, resolve_device
@@ -186,8 +186,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
                "curve": [{k.removeprefix("ppo/"): r[k] for k in ("step", "ppo/reward", "ppo/reward/rm", "ppo/gold",
                                                                   "ppo/kl") if k in r} for r in history]}
     write_json_atomic(out / "summary.json", summary)
-    info(f"ppo: {step} iterations in {train_seconds:.0f}s; last reward {summary['final_reward']:+.3f}, "
-         f"KL {summary['final_kl']:.2f}")
+    info(f"ppo: {step} iterations in {train_seconds:.0f}s; last reward {fmt(summary['final_reward'])}, "
+         f"KL {fmt(summary['final_kl'], '.2f')}")
     return summary
 
 

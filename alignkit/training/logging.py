@@ -45,6 +45,12 @@ def _plain(v):
     return round(v, 6) if isinstance(v, float) else v
 
 
+def fmt(value, spec: str = "+.3f") -> str:
+    """A logged number for a message: ``value`` formatted with ``spec``, or as it is when it is not a number
+    (a metric that was NaN is stored as the string "nan")."""
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
 def progress_bar(enabled: bool = True) -> Progress:
     """A rich progress bar: steps, elapsed/remaining time and a free-text field for live metrics."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

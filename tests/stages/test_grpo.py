@@ -29,6 +29,9 @@ def broken(prompts, completions, **fields):
 
 def short(prompts, completions, **fields):
     return [1.0]
+
+def unscorable(prompts, completions, **fields):
+    return [None for _ in completions]
 '''
 
 
@@ -98,6 +101,12 @@ def test_reward_functions_that_raise_or_miscount_are_one_line_errors(dirs, tmp_p
         grpo.run(_cfg(dirs, tmp_path / "a", reward="grpo_test_rewards:broken"))
     with pytest.raises(AlignkitError, match="returned 1 values for 16 completions"):
         grpo.run(_cfg(dirs, tmp_path / "b", reward="grpo_test_rewards:short"))
+
+
+def test_a_last_step_with_nothing_scored_finishes(dirs, tmp_path):
+    summary = grpo.run(_cfg(dirs, tmp_path / "n", reward="grpo_test_rewards:unscorable", steps=1))
+    assert summary["steps"] == 1 and summary["final_reward"] == "nan"
+    assert _metrics(tmp_path / "n")[0]["grpo/unscorable"] == 1
 
 
 def test_resume_gives_the_uninterrupted_weights(dirs, tmp_path):

@@ -58,8 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("alignkit: interrupted (resume with resume=true or by running the same command again)",
-              file=sys.stderr)
+        if args.func is cmd_run:
+            how = "to resume, run the same command again"
+        elif args.func in (cmd_pretrain, cmd_sft, cmd_rm, cmd_dpo, cmd_ppo, cmd_grpo):
+            how = "to resume, add resume=true to the same command"
+        elif args.func in (cmd_prefs, cmd_bon):
+            how = "it does not resume: run it again with overwrite=true"
+        else:
+            how = "run it again"
+        print(f"alignkit: interrupted ({how})", file=sys.stderr)
         return 130
     return 0
 

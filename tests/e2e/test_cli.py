@@ -158,6 +158,19 @@ def test_interrupted_pretraining_resumes_in_the_pipeline(tmp_path, capsys):
     assert steps == list(range(1, 7))
 
 
+@pytest.mark.parametrize("command, hint", [("run", "run the same command again"),
+                                           ("dpo", "add resume=true to the same command"),
+                                           ("prefs", "run it again with overwrite=true")])
+def test_an_interrupt_says_how_to_resume(command, hint, capsys, monkeypatch):
+    def stop(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"alignkit.cli.cmd_{command}", stop)
+    assert main([command]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("alignkit: interrupted (") and hint in err
+
+
 def test_chat_command_reads_stdin(smoke_run, capsys, monkeypatch):
     import io
     monkeypatch.setattr("sys.stdin", io.StringIO("Where does Mira live?\n/reset\n/quit\n"))

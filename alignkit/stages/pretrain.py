@@ -141,12 +141,17 @@ def _tokenize_and_pack(docs: list[str], tokenizer, cfg: PretrainConfig) -> tuple
     n_heldout = max(1, round(len(docs) * cfg.heldout_fraction))
     heldout = set(order[:n_heldout])
     eos = tokenizer.eos_token_id
-    try:
-        train = pack_documents([ids[i] for i in range(len(ids)) if i not in heldout], block_size=cfg.block_size,
-                               eos_id=eos)
-        held = pack_documents([ids[i] for i in sorted(heldout)], block_size=cfg.block_size, eos_id=eos)
-    except ValueError as e:
-        raise AlignkitError(f"{cfg.data}: {e} (lower block_size or add data)") from None
+    splits = {"train": [ids[i] for i in range(len(ids)) if i not in heldout],
+              "held-out": [ids[i] for i in sorted(heldout)]}
+    packed = {}
+    for name, split in splits.items():
+        try:
+            packed[name] = pack_documents(split, block_size=cfg.block_size, eos_id=eos)
+        except ValueError as e:
+            raise AlignkitError(f"{cfg.data}: the {name} split ({len(split)} of {len(docs)} documents, "
+                                f"heldout_fraction={cfg.heldout_fraction}): {e} (lower block_size, change "
+                                "heldout_fraction or add data)") from None
+    train, held = packed["train"], packed["held-out"]
     info(f"pretrain: tokenised {sum(map(len, ids)):,} tokens in {time.perf_counter() - t0:.1f}s")
     return train, held
 

@@ -96,3 +96,10 @@ def test_bad_corpus_line_is_reported(corpus, tmp_path):
     bad.write_text('{"text": "ok"}\n{"txt": "typo"}\n')
     with pytest.raises(AlignkitError, match=r"bad.jsonl:2: field 'text' is missing"):
         pretrain.run(_cfg(corpus, tmp_path / "out", data=str(bad)))
+
+
+def test_a_split_shorter_than_a_block_is_named(corpus, tmp_path):
+    with pytest.raises(AlignkitError, match=r"the held-out split \(2 of 120 documents, heldout_fraction=0.02\): "
+                                            r"corpus has \d+ tokens, fewer than one block of 256"):
+        pretrain.run(_cfg(corpus, tmp_path / "out", block_size=256, heldout_fraction=0.02))
+    assert not (tmp_path / "out" / "model").exists()

@@ -206,7 +206,8 @@ class RMConfig(EngineConfig):
     normalize: bool = param(True, "after training, set gain and bias so the policy's responses (eval_data if "
                             "given, else the training responses) score mean 0, std 1")
     # data
-    max_length: int = param(256, "tokens of prompt + response (longer ones are cut at the end)", min=8)
+    max_length: int = param(256, "tokens of prompt + response (longer ones are cut at the end; a record whose "
+                            "responses are the same within it is dropped, and counted)", min=8)
     heldout_fraction: float = param(0.05, "fraction of prompts held out for validation accuracy (noisy labels)",
                                     gt=0, max=0.5)
     # optimisation
@@ -248,7 +249,8 @@ class DPOConfig(EngineConfig):
                                "implicit reward loses βλ·max(0, log π_ref − log π), so its likelihood may not fall "
                                "below the reference's (paper: 50); 0 = off", min=0)
     # data
-    max_length: int = param(256, "tokens of prompt + response (longer responses are cut at the end)", min=8)
+    max_length: int = param(256, "tokens of prompt + response (longer responses are cut at the end; a record "
+                            "whose responses are the same within it is dropped, and counted)", min=8)
     heldout_fraction: float = param(0.05, "fraction of prompts held out for validation", gt=0, max=0.5)
     # optimisation
     batch_size: int = param(8, "prompts per micro-batch (chosen and rejected go through one forward pass)", min=1)

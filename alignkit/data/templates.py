@@ -76,6 +76,32 @@ def trained_text(tokenizer: PreTrainedTokenizerBase, example: dict[str, list[int
     return tokenizer.decode(trained, skip_special_tokens=False)
 
 
+def each_record(records: list, source: str, fn) -> list:
+    """``[fn(record) for record in records]``, where a chat-template error names the record: its number in
+    ``source``, counted from 1 (the line of a JSON Lines file without blank lines)."""
+    out = []
+    for n, record in enumerate(records, start=1):
+        try:
+            out.append(fn(record))
+        except AlignkitError as e:
+            raise AlignkitError(f"{source}: record {n}: {e}") from None
+    return out
+
+
+def alike_within(responses: list, ids: list) -> bool:
+    """True when two different responses have the same tokens (``ids``, each cut to ``max_length``): a
+    prompt that fills ``max_length`` leaves every response empty, a long shared beginning leaves them equal.
+    Such a comparison says nothing the model could learn, and the stages drop it."""
+    import json
+
+    seen: dict[tuple, str] = {}
+    for response, tokens in zip(responses, ids, strict=True):
+        text = json.dumps(response, sort_keys=True)
+        if seen.setdefault(tuple(tokens), text) != text:
+            return True
+    return False
+
+
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, generation_prompt: bool = False) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise AlignkitError(

@@ -34,7 +34,7 @@ import torch
 from alignkit.config import DPOConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
 from alignkit.data.formats import comparison_places
-from alignkit.data.templates import render_completion
+from alignkit.data.templates import alike_within, each_record, render_completion
 from alignkit.errors import AlignkitError
 from alignkit.losses.preference import DPO_LOSSES, all_pairs_dpo, listwise_dpo, simpo
 from alignkit.models.logprobs import completion_logprobs, sequence_logprob
@@ -76,9 +76,14 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     disable_dropout(model)
 
     # 1. data: records → groups (pairs, or whole rankings for the ranking losses); train / validation split
-    groups = [g for r in records for g in to_groups(r, tokenizer, cfg)]
+    per_record = each_record(records, cfg.data, lambda r: to_groups(r, tokenizer, cfg))
+    groups = [g for record_groups in per_record if record_groups for g in record_groups]
+    if cut := sum(g is None for g in per_record):
+        info(f"dpo: {cut} of {len(records)} records dropped: their responses are the same within "
+             f"max_length={cfg.max_length}")
     if len(groups) < 2:
-        raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (tie and both_bad labels are skipped)")
+        raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (tie and both_bad labels are skipped; "
+                            f"{cut} records have responses that are the same within max_length={cfg.max_length})")
     ref_seconds = ref_logps(groups, cfg, tokenizer, out, device, policy=model)
     train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed)
     steps = steps_for(cfg, len(train))
@@ -131,14 +136,17 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # data
 
-def to_groups(record: dict, tokenizer, cfg: DPOConfig) -> list[Group]:
-    """A preference record → groups: the whole ranking for ranking losses, else each strict pair."""
+def to_groups(record: dict, tokenizer, cfg: DPOConfig) -> list[Group] | None:
+    """A preference record → groups: the whole ranking for ranking losses, else each strict pair. None when
+    ``max_length`` leaves two of its responses the same (:func:`alignkit.data.templates.alike_within`)."""
     if record.get("label") is not None:
         return []  # ties and both_bad say nothing about which response to prefer
     responses, places = comparison_places(record)
     tokenised = [render_completion(tokenizer, record["prompt"], r, max_length=cfg.max_length) for r in responses]
     prompt_ids = tokenised[0][0]
     completions = [c for _, c in tokenised]
+    if alike_within(responses, completions):
+        return None
     if cfg.loss in RANKING_LOSSES:
         return [Group(prompt_ids, completions, places)] if len(set(places)) > 1 else []
     return [Group(prompt_ids, [completions[i], completions[j]], [0, 1])

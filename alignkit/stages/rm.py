@@ -26,7 +26,8 @@ the response, min_t log p_prior(y_t | x, y_<t), computed once per response befor
 trained with it in place (``alignkit/models/heads.py``).
 
 Deliberate simplifications: the tokenised dataset is held in memory; sequences longer than
-``max_length`` are cut at the end (so their read-out is not the end-of-turn token).
+``max_length`` are cut at the end (so their read-out is not the end-of-turn token), and a record
+whose responses are then the same (a prompt that fills ``max_length``) is dropped.
 
     alignkit rm model=runs/demo/sft/model data=runs/demo/prefs/rankings.jsonl out=runs/mine/rm
     alignkit rm model=my-sft data=pairs.jsonl,rankings.jsonl objective=all_pairs tie_model=davidson
@@ -43,7 +44,7 @@ from alignkit.config import RMConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
 from alignkit.data.formats import comparison_places
 from alignkit.data.sources import load_records
-from alignkit.data.templates import render_response
+from alignkit.data.templates import alike_within, each_record, render_response
 from alignkit.errors import AlignkitError
 from alignkit.losses.reward import all_pairs, centering, plackett_luce
 from alignkit.models.heads import (
@@ -98,15 +99,20 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
 
     # 1. data: records → groups of tokenised responses with their places (and the prior's surprise at
     # each response, once); train / validation split
-    kept = [(r, g) for r in records if (g := to_group(r, tokenizer, cfg)) is not None]
+    per_record = each_record(records, cfg.data, lambda r: to_group(r, tokenizer, cfg))
+    kept = [(r, g) for r, g in zip(records, per_record) if isinstance(g, Group)]
     groups = [g for _, g in kept]
+    if cut := sum(g is CUT for g in per_record):
+        info(f"rm: {cut} of {len(records)} records dropped: their responses are the same within "
+             f"max_length={cfg.max_length}")
     # one memo for this run at least: without eval_data the normalisation below scores the training answers again
     surprise_memo = {} if surprise_memo is None else surprise_memo
     if prior is not None:
         add_surprise(kept, prior, cfg, surprise_memo)
     if len(groups) < 2:
-        raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels "
-                            "count only with both_bad=tie, tie labels only with a tie_model)")
+        raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels count only with "
+                            f"both_bad=tie, tie labels only with a tie_model; {cut} records have responses that "
+                            f"are the same within max_length={cfg.max_length})")
     train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed)
     per_step = cfg.batch_size * cfg.grad_accum
     steps = steps_for(cfg, len(train))
@@ -190,8 +196,12 @@ def load_preferences(data: str) -> list[dict]:
     return [r for path in data.split(",") if path.strip() for r in load_records(path.strip(), "preference")]
 
 
-def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | None:
-    """A validated preference record → a tokenised group; None when the config drops it."""
+CUT = "cut"  # to_group's answer for a record whose responses max_length leaves the same
+
+
+def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | str | None:
+    """A validated preference record → a tokenised group; None when the config drops it, :data:`CUT` when
+    ``max_length`` leaves two of its responses the same (:func:`alignkit.data.templates.alike_within`)."""
     if record.get("label") == "both_bad" and cfg.both_bad == "drop":
         return None
     responses, places = comparison_places(record)
@@ -199,7 +209,7 @@ def to_group(record: dict, tokenizer, cfg: RMConfig) -> Group | None:
         return None  # nothing but ties, and ties carry no information without a tie model
     margin = float(record.get("margin") or 0.0) if cfg.use_margin else 0.0
     ids = [render_response(tokenizer, record["prompt"], r, max_length=cfg.max_length) for r in responses]
-    return Group(ids, places, margin)
+    return CUT if alike_within(responses, ids) else Group(ids, places, margin)
 
 
 def add_surprise(kept: list[tuple[dict, Group]], prior, cfg: RMConfig, memo: dict | None = None) -> None:

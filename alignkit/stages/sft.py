@@ -26,7 +26,7 @@ from pathlib import Path
 from alignkit.config import SFTConfig, dump_yaml
 from alignkit.data.collators import pack_examples, pad_examples
 from alignkit.data.formats import to_messages
-from alignkit.data.templates import render_chat
+from alignkit.data.templates import each_record, render_chat
 from alignkit.errors import AlignkitError
 from alignkit.models.lora import maybe_lora, save_trained
 from alignkit.training.checkpoint import write_json_atomic
@@ -51,7 +51,7 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     model = maybe_lora(model, cfg)
 
     # 1. data: conversations → chat template → ids + assistant-only labels; train / validation split
-    examples = [render_chat(tokenizer, to_messages(r), max_length=cfg.max_length) for r in records]
+    examples = each_record(records, cfg.data, lambda r: render_chat(tokenizer, to_messages(r), max_length=cfg.max_length))
     examples = [e for e in examples if any(label >= 0 for label in e["labels"])]
     if len(examples) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 examples with assistant tokens within max_length")

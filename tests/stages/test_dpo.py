@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from alignkit.config import DPOConfig
-from alignkit.errors import AlignkitError
 from alignkit.data.collators import pad_sequences
 from alignkit.data.sources import write_jsonl
+from alignkit.errors import AlignkitError
 from alignkit.models.load import build_config, load_model, new_model, save_model
 from alignkit.models.logprobs import completion_logprobs, sequence_logprob
 from alignkit.models.tokenizer import train_tokenizer
@@ -67,6 +67,19 @@ def test_rankings_become_pairs_or_stay_whole(tokenizer):
     whole = dpo.to_groups(RANKINGS[0], tokenizer, DPOConfig(loss="listwise"))
     assert len(whole) == 1 and whole[0].places == [2, 0, 1]
     assert dpo.to_groups({"prompt": "x", "responses": ["a", "b"], "label": "tie"}, tokenizer, DPOConfig()) == []
+
+
+def test_records_whose_responses_max_length_leaves_alike_are_dropped(tmp_path, tokenizer, policy_dir, capsys):
+    long = " ".join(PROMPTS)  # a prompt longer than max_length leaves no response token
+    for loss in ("sigmoid", "listwise"):
+        assert dpo.to_groups({**RANKINGS[0], "prompt": long}, tokenizer, DPOConfig(loss=loss, max_length=16)) is None
+    assert len(dpo.to_groups(RANKINGS[0], tokenizer, DPOConfig(loss="sigmoid", max_length=48))) == 3
+    write_jsonl(tmp_path / "long.jsonl", [{**p, "prompt": long} for p in PAIRS[:6]] + PAIRS[6:])
+    dpo.run(_cfg(policy_dir, tmp_path / "long.jsonl", tmp_path / "a", max_steps=1))
+    assert "dpo: 6 of 20 records dropped: their responses are the same within max_length=48" in capsys.readouterr().err
+    write_jsonl(tmp_path / "all.jsonl", [{**p, "prompt": long} for p in PAIRS])
+    with pytest.raises(AlignkitError, match="20 records have responses that are the same within max_length=48"):
+        dpo.run(_cfg(policy_dir, tmp_path / "all.jsonl", tmp_path / "b", max_steps=1))
 
 
 def test_dpo_starts_at_log_2_and_learns_the_preference(tmp_path, policy_dir, data):

@@ -119,6 +119,20 @@ def test_rm_groups_and_drops_as_configured(tokenizer):
     assert rm.to_group({**PAIRS[0], "margin": 0.5}, tokenizer, RMConfig(use_margin=False)).margin == 0.0
 
 
+def test_records_whose_responses_max_length_leaves_alike_are_dropped(tmp_path, tokenizer, backbone, capsys):
+    long = " ".join(PROMPTS)  # a prompt longer than max_length leaves no response token
+    assert rm.to_group({**PAIRS[0], "prompt": long}, tokenizer, RMConfig(max_length=16)) == rm.CUT
+    shared = {**PAIRS[0], "chosen": long + " yes", "rejected": long + " no"}  # alike in their first 48 tokens
+    assert rm.to_group(shared, tokenizer, RMConfig(max_length=48)) == rm.CUT
+    assert rm.to_group(shared, tokenizer, RMConfig(max_length=512)).places == [0, 1]
+    write_jsonl(tmp_path / "long.jsonl", [{**p, "prompt": long} for p in PAIRS[:6]] + PAIRS[6:])
+    rm.run(_cfg(backbone["llama"], tmp_path / "long.jsonl", tmp_path / "a", max_steps=1))
+    assert "rm: 6 of 20 records dropped: their responses are the same within max_length=48" in capsys.readouterr().err
+    write_jsonl(tmp_path / "all.jsonl", [{**p, "prompt": long} for p in PAIRS])
+    with pytest.raises(AlignkitError, match="20 records have responses that are the same within max_length=48"):
+        rm.run(_cfg(backbone["llama"], tmp_path / "all.jsonl", tmp_path / "b", max_steps=1))
+
+
 def test_rm_one_forward_pass_per_response_and_grid(tokenizer, backbone):
     groups = [rm.to_group(r, tokenizer, RMConfig()) for r in (PAIRS[0], RANKINGS[1])]
     batch = rm.collate(groups, tokenizer.pad_token_id)

@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from alignkit.data.templates import render_chat, render_prompt, trained_text
+from alignkit.data.templates import each_record, render_chat, render_prompt, trained_text
 from alignkit.errors import AlignkitError
 from alignkit.losses.lm import IGNORE_INDEX
 from alignkit.models.tokenizer import CHAT_TEMPLATE, complete_tokenizer, train_tokenizer
@@ -155,3 +155,11 @@ def test_template_errors_are_one_line_alignkit_errors(base_tok):
     tok.chat_template = "{{ raise_exception('roles must alternate') }}"
     with pytest.raises(AlignkitError, match="roles must alternate"):
         render_chat(tok, SINGLE)
+
+
+def test_a_template_error_names_the_record(base_tok):
+    tok = copy.deepcopy(base_tok)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+                         "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(AlignkitError, match=r"^chats.jsonl: record 2: chat template .* System role not supported"):
+        each_record([SINGLE, WITH_SYSTEM], "chats.jsonl", lambda messages: render_chat(tok, messages))

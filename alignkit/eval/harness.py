@@ -167,6 +167,7 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     reference again (a reference dir, if given, is still loaded for the KL). The win rate is then
     against those answers, whatever temperature they were sampled at."""
     from alignkit.models.load import load_model
+    from alignkit.models.tokenizer import same_vocabulary
     from alignkit.training.setup import resolve_device
 
     tasks = eval_tasks(world, cfg)
@@ -187,7 +188,7 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
         ref_model, ref_tok = load_model(reference_dir, device=device)
         if stored is None:
             references[reference_name] = run_model(ref_model, ref_tok, world, tasks, "chat", cfg)
-        if ref_tok.get_vocab() == tokenizer.get_vocab():
+        if same_vocabulary(ref_tok, tokenizer):
             kl[reference_name] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)
     summary = summarise(run, cfg, references=references, kl=kl)

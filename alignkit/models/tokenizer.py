@@ -145,6 +145,12 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two (completed) tokenizers map every token to the same id: what a model that reads another
+    model's token ids (a reference, a value model) needs."""
+    return a.get_vocab() == b.get_vocab()
+
+
 def complete_tokenizer(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add a pad token distinct from eos, and CHAT_TEMPLATE with its role/end tokens, where missing.
 

@@ -39,6 +39,7 @@ from alignkit.errors import AlignkitError
 from alignkit.losses.preference import DPO_LOSSES, all_pairs_dpo, listwise_dpo, simpo
 from alignkit.models.logprobs import completion_logprobs, sequence_logprob
 from alignkit.models.lora import adapters_disabled, maybe_lora, save_trained
+from alignkit.models.tokenizer import load_tokenizer, same_vocabulary
 from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
@@ -71,6 +72,9 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     device = resolve_device(cfg.device)
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
+    if cfg.ref_model and cfg.loss != "simpo" and not same_vocabulary(load_tokenizer(cfg.ref_model), tokenizer):
+        raise AlignkitError(f"ref_model={cfg.ref_model} has another tokenizer than model={cfg.model}; the reference "
+                            "scores the policy's token ids, so it needs the same one")
     begin_training(out, cfg)
     model = maybe_lora(model, cfg)
     disable_dropout(model)

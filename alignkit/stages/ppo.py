@@ -59,6 +59,7 @@ from alignkit.losses.ppo import (
 from alignkit.losses.reduce import masked_mean
 from alignkit.models.logprobs import completion_logprobs, completion_logprobs_and_hidden
 from alignkit.models.lora import adapters_disabled, add_lora, save_trained
+from alignkit.models.tokenizer import same_vocabulary
 from alignkit.rollout.prompts import prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
@@ -99,6 +100,9 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     rm, rm_tokenizer = load_scalar_model(cfg.rm, device=str(device)) if cfg.rm else (None, None)
     if rm is not None:
         rm.eval().requires_grad_(False)
+    if cfg.value_model == "rm" and not same_vocabulary(rm_tokenizer, tokenizer):
+        raise AlignkitError(f"value_model=rm: the reward model {cfg.rm} has another tokenizer than the policy "
+                            f"{cfg.model}, and the critic reads the policy's token ids; use value_model=policy or shared")
     if cfg.lora:
         policy, reference = add_lora(policy, cfg), None
     else:
@@ -113,9 +117,6 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
         value = add_lora(value, cfg, task="SEQ_CLS") if cfg.lora else value
     else:
         value = ValueHead(policy.config.hidden_size).to(device)
-    if not isinstance(value, ValueHead) and value.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        raise AlignkitError(f"value_model=rm: the reward model {cfg.rm} has a smaller vocabulary than the policy "
-                            f"{cfg.model}; use value_model=policy or shared")
     for m in (policy, reference, value, rm):
         if m is not None and not isinstance(m, ValueHead):
             disable_dropout(m)

@@ -82,6 +82,14 @@ def test_records_whose_responses_max_length_leaves_alike_are_dropped(tmp_path, t
         dpo.run(_cfg(policy_dir, tmp_path / "all.jsonl", tmp_path / "b", max_steps=1))
 
 
+def test_a_reference_on_another_tokenizer_is_refused(tmp_path, policy_dir, data):
+    other = train_tokenizer(["Another corpus entirely, with other words."] * 3, vocab_size=300)
+    save_model(new_model(build_config("qwen2", "smoke", other), seed=0), other, tmp_path / "other")
+    with pytest.raises(AlignkitError, match="ref_model=.* has another tokenizer than model="):
+        dpo.run(_cfg(policy_dir, data / "pairs.jsonl", tmp_path / "dpo", ref_model=str(tmp_path / "other")))
+    assert not (tmp_path / "dpo").exists()
+
+
 def test_dpo_starts_at_log_2_and_learns_the_preference(tmp_path, policy_dir, data):
     summary = dpo.run(_cfg(policy_dir, data / "pairs.jsonl", tmp_path / "dpo", max_steps=15, eval_every=15))
     rows = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]

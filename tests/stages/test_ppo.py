@@ -81,6 +81,17 @@ def test_ppo_with_a_reward_model_and_the_value_model_from_it(dirs, tmp_path):
     assert summary["final_beta"] == rows[-1]["ppo/beta"]
 
 
+def test_a_value_model_on_another_tokenizer_is_refused(dirs, tmp_path):
+    other = train_tokenizer(["Another corpus entirely, with other words."] * 3, vocab_size=300)
+    save_model(new_model(build_config("qwen2", "smoke", other), seed=0), other, tmp_path / "other")
+    rm, rm_tok = new_scalar_model(tmp_path / "other", seed=1)
+    rm.save_pretrained(tmp_path / "rm")
+    rm_tok.save_pretrained(tmp_path / "rm")
+    with pytest.raises(AlignkitError, match="value_model=rm: the reward model .* has another tokenizer"):
+        ppo.run(_cfg(dirs, tmp_path / "ppo", reward="rm", rm=str(tmp_path / "rm"), value_model="rm"))
+    assert not (tmp_path / "ppo").exists()
+
+
 def test_resume_gives_the_uninterrupted_weights(dirs, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(dirs))
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

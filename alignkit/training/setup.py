@@ -30,13 +30,45 @@ def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+# The keys that say what a run trains, from what: resuming a run with other values would load its
+# checkpoint into another model or continue it on other data.
+RESUME_INPUTS = ("model", "tokenizer", "arch", "size", "data", "ref_model", "rm", "reward", "value_model", "prompts",
+                 "ptx_data", "prior", "lora", "lora_r", "lora_targets")
+
+
 def begin_training(out: Path, cfg) -> None:
     """A training stage's start, after its inputs are validated: the output dir (never overwritten by
-    accident), torch's thread count (``cfg.threads``, 0 = leave) and the seed."""
+    accident; resumed only with the inputs it was started with), torch's thread count (``cfg.threads``,
+    0 = leave) and the seed."""
+    if cfg.resume and not cfg.overwrite:
+        check_resume_inputs(out, cfg)
     prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+
+
+def check_resume_inputs(out: Path, cfg) -> None:
+    """Refuse, in one line, to resume the run in ``out`` with other :data:`RESUME_INPUTS` than its
+    ``config.yaml`` records (nothing is written)."""
+    import yaml
+
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        return
+    stored = yaml.safe_load(saved.read_text()) or {}
+    for key in RESUME_INPUTS:
+        if key in stored and hasattr(cfg, key) and not _same_input(stored[key], getattr(cfg, key)):
+            raise AlignkitError(f"{out}: resume=true with {key}={getattr(cfg, key)!r}, but the run there was started "
+                                f"with {key}={stored[key]!r} ({saved}); resume with its inputs, or pass "
+                                "overwrite=true or another out=")
+
+
+def _same_input(a, b) -> bool:
+    if a == b:
+        return True
+    paths = isinstance(a, str) and isinstance(b, str) and a and b
+    return bool(paths) and Path(a).resolve() == Path(b).resolve()
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

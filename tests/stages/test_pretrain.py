@@ -103,3 +103,17 @@ def test_a_split_shorter_than_a_block_is_named(corpus, tmp_path):
                                             r"corpus has \d+ tokens, fewer than one block of 256"):
         pretrain.run(_cfg(corpus, tmp_path / "out", block_size=256, heldout_fraction=0.02))
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_resuming_with_other_inputs_is_refused(corpus, tmp_path):
+    out = tmp_path / "run"
+    pretrain.run(_cfg(corpus, out, max_steps=2))
+    before = (out / "config.yaml").read_text()
+    other = tmp_path / "other.jsonl"
+    write_jsonl(other, [{"text": d} for d in _docs(60)])
+    with pytest.raises(AlignkitError, match=r"resume=true with data='.*other.jsonl', but the run there was started "
+                                            r"with data='.*corpus.jsonl'"):
+        pretrain.run(_cfg(corpus, out, max_steps=4, data=str(other), resume=True))
+    assert (out / "config.yaml").read_text() == before
+    summary = pretrain.run(_cfg(corpus, out, max_steps=4, resume=True, progress=False))  # more steps: fine
+    assert summary["steps"] == 4

@@ -60,14 +60,32 @@ def trainable_parameters(model) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+# What a stage sets on its model's config beyond the base model's own (special-token ids, the reward
+# model's normalisation and prior): kept beside the adapter, so that merging it gives ``out/model`` again.
+CONFIG_EXTRAS = ("pad_token_id", "eos_token_id", "bos_token_id", "reward_normalization", "reward_prior")
+EXTRAS_FILE = "alignkit_config.json"
+
+
 def save_lora(model, tokenizer, out: Path) -> None:
-    """``out/adapter`` (the PEFT adapter) and ``out/model`` (the merged full checkpoint) for a LoRA model."""
+    """``out/adapter`` (the PEFT adapter, the tokenizer, the generation config, :data:`CONFIG_EXTRAS` and the
+    base model's path relative to the adapter) and ``out/model`` (the merged full checkpoint) for a LoRA model."""
+    import json
+    import os
+
     from alignkit.training.checkpoint import save_pretrained_atomic
 
     out = Path(out)
-    model.save_pretrained(str(out / "adapter"))
-    tokenizer.save_pretrained(str(out / "adapter"))
+    adapter = out / "adapter"
+    model.save_pretrained(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
     merged = merged_copy(model)
+    extras = {k: getattr(merged.config, k) for k in CONFIG_EXTRAS if getattr(merged.config, k, None) is not None}
+    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if base and Path(base).is_dir():  # a local base, found from the adapter wherever the command runs
+        extras["base_model"] = os.path.relpath(Path(base).resolve(), adapter.resolve())
+    (adapter / EXTRAS_FILE).write_text(json.dumps(extras, indent=2) + "\n")
+    if merged.can_generate():
+        merged.generation_config.save_pretrained(str(adapter))
     save_pretrained_atomic(merged, tokenizer, out / "model")
 
 
@@ -111,9 +129,14 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, *, base: str | P
     if not (adapter_dir / "adapter_config.json").is_file():
         raise AlignkitError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
     config = PeftConfig.from_pretrained(str(adapter_dir))
-    base = Path(base or config.base_model_name_or_path or "")
+    if base is None:  # as recorded (relative to this directory), else relative to the adapter
+        extras = _extras(adapter_dir)
+        candidates = [Path(config.base_model_name_or_path or "")]
+        candidates += [adapter_dir / extras["base_model"]] if "base_model" in extras else []
+        base = next((c for c in candidates if (c / "config.json").is_file()), candidates[0])
+    base = Path(base)
     if not (base / "config.json").is_file():
-        raise AlignkitError(f"the adapter's base model {base} is not a model directory; pass base=DIR")
+        raise AlignkitError(f"the adapter's base model {base} is not a model directory; pass --base DIR")
     auto = AutoModelForSequenceClassification if config.task_type == "SEQ_CLS" else AutoModelForCausalLM
     kwargs = {"num_labels": 1} if config.task_type == "SEQ_CLS" else {}
     model = auto.from_pretrained(str(base), local_files_only=True, **kwargs)
@@ -122,6 +145,32 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, *, base: str | P
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    _restore_extras(merged, adapter_dir, Path(out_dir))
     with torch.no_grad():
         save_model(merged, tokenizer, out_dir)
     return Path(out_dir)
+
+
+def _restore_extras(merged, adapter_dir: Path, out_dir: Path) -> None:
+    """What :func:`save_lora` kept beside the adapter, back on the merged model; the reward model's prior
+    (a path relative to the model dir, a sibling of the adapter dir) re-pointed from ``out_dir``."""
+    import os
+
+    from transformers import GenerationConfig
+
+    for key, value in _extras(adapter_dir).items():
+        if key not in CONFIG_EXTRAS:
+            continue
+        if key == "reward_prior":
+            prior = (adapter_dir / value["model"]).resolve()
+            value = {**value, "model": os.path.relpath(prior, out_dir.resolve())}
+        setattr(merged.config, key, value)
+    if (adapter_dir / "generation_config.json").is_file() and merged.can_generate():
+        merged.generation_config = GenerationConfig.from_pretrained(str(adapter_dir))
+
+
+def _extras(adapter_dir: Path) -> dict:
+    import json
+
+    path = adapter_dir / EXTRAS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

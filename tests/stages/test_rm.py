@@ -174,6 +174,10 @@ def test_rm_with_lora_saves_an_adapter_and_a_normalised_merged_model(tmp_path, b
     model, tok = load_scalar_model(out / "model")
     both = score_responses(model, tok, PROMPTS * 2, GOOD + BAD)
     assert abs(float(both.mean())) < 1e-3 and abs(float(both.std()) - 1) < 1e-2
+    from alignkit.models.lora import merge_adapter
+    merged, tok = load_scalar_model(merge_adapter(out / "adapter", tmp_path / "merged"))
+    assert merged.config.reward_normalization == hf.config.reward_normalization
+    torch.testing.assert_close(score_responses(merged, tok, PROMPTS * 2, GOOD + BAD), both, rtol=1e-4, atol=1e-4)
 
 
 def test_prior_surprise_is_the_least_likely_response_token(backbone):
@@ -247,6 +251,11 @@ def test_rm_with_a_prior_scores_head_plus_surprise_and_moves_with_its_run(tmp_pa
     # normalised with the prior term in place: mean 0, std 1 on the eval responses
     both = score_responses(model, tok, PROMPTS * 2, GOOD + BAD)
     assert abs(float(both.mean())) < 1e-3 and abs(float(both.std()) - 1) < 1e-2
+    if lora:  # the adapter merged elsewhere finds the same prior
+        from alignkit.models.lora import merge_adapter
+        merged, _ = load_scalar_model(merge_adapter(moved / "rm" / "adapter", tmp_path / "merged"))
+        torch.testing.assert_close(score_responses(merged, tok, PROMPTS, GOOD, normalized=False), total,
+                                   rtol=1e-4, atol=1e-4)
     shutil.rmtree(moved / "sft")
     with pytest.raises(AlignkitError, match="reward_prior"):
         load_scalar_model(moved / "rm" / "model")

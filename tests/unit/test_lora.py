@@ -82,6 +82,35 @@ def test_saved_adapter_merges_into_the_same_model(base_dir, tmp_path):
     torch.testing.assert_close(again(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_merged_adapter_is_the_stage_model_from_any_directory(base_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copytree(base_dir, tmp_path / "base")
+    for name in ("config.json", "generation_config.json"):  # a base without pad, stopping at its eos only
+        path = tmp_path / "base" / name
+        settings = json.loads(path.read_text())
+        eos = settings["eos_token_id"]
+        path.write_text(json.dumps({**settings, "pad_token_id": None, "eos_token_id": eos[0] if isinstance(eos, list)
+                                    else eos}))
+    monkeypatch.chdir(tmp_path)
+    base, tok = load_model("base")  # recorded as a relative path
+    model = add_lora(base, Keys())
+    _train_step(model, _ids())
+    save_lora(model, tok, tmp_path / "run")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    merged = merge_adapter(tmp_path / "run" / "adapter", tmp_path / "merged")
+    for name in ("config.json", "generation_config.json"):
+        saved = json.loads((tmp_path / "run" / "model" / name).read_text())
+        again = json.loads((merged / name).read_text())
+        assert saved["pad_token_id"] is not None and saved["pad_token_id"] == again["pad_token_id"], name
+        assert saved["eos_token_id"] == again["eos_token_id"], name
+    with pytest.raises(AlignkitError, match="pass --base DIR"):
+        shutil.rmtree(tmp_path / "base")
+        merge_adapter(tmp_path / "run" / "adapter", tmp_path / "merged2")
+
+
 def test_scalar_model_with_lora_reads_through_the_adapters(base_dir):
     value, _ = new_scalar_model(base_dir, head_init="reward")
     ids, mask = _ids(), torch.ones(3, 7, dtype=torch.long)

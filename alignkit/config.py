@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -606,7 +607,7 @@ def _coerce(typ: Any, value: Any, key: str, origin: str) -> Any:
             return None
         typ = next(a for a in args if a is not type(None))
         origin_t = typing.get_origin(typ)
-    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    want = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", list: "a list"}
     base = origin_t or typ
     ok = False
     if base is bool:
@@ -619,7 +620,7 @@ def _coerce(typ: Any, value: Any, key: str, origin: str) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif base is str:
         ok = isinstance(value, str) or isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -52,7 +52,7 @@ def run(cfg: BonConfig, world) -> dict:
     device = resolve_device(cfg.device)
     policy, tokenizer = load_model(cfg.model, device=str(device))
     rm, rm_tokenizer = load_scalar_model(cfg.rm, device=str(device))
-    prepare_out_dir(out, resume=False, overwrite=cfg.overwrite)
+    prepare_out_dir(out, resume=None, overwrite=cfg.overwrite)
     dump_yaml(cfg, out / "config.yaml")
     ecfg = cfg.eval
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     model, tokenizer = load_model(cfg.model, device=str(device))
-    prepare_out_dir(out, resume=False, overwrite=cfg.overwrite)
+    prepare_out_dir(out, resume=None, overwrite=cfg.overwrite)
     dump_yaml(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     seed = cfg.seed + 1000 * i

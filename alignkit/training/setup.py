@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,13 +20,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Never overwrite a run by accident: an existing run needs ``resume`` or ``overwrite``."""
+def prepare_out_dir(out: Path, *, resume: bool | None, overwrite: bool) -> None:
+    """Never overwrite a run by accident: an existing run needs ``resume`` or ``overwrite`` (``resume=None``:
+    a stage that cannot resume)."""
+    if out.exists() and not out.is_dir():
+        raise AlignkitError(f"out={out} is a file, not a directory")
     existing = [p for p in ("summary.json", "state", "model") if (out / p).exists()]
     if existing and not resume:
         if not overwrite:
-            raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); "
-                                "pass resume=true to continue it, overwrite=true to replace it, or another out=")
+            how = "pass resume=true to continue it, overwrite=true" if resume is not None else "pass overwrite=true"
+            raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); {how} to replace it, or another "
+                                "out=")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -40,7 +45,9 @@ def begin_training(out: Path, cfg) -> None:
     """A training stage's start, after its inputs are validated: the output dir (never overwritten by
     accident; resumed only with the inputs it was started with), torch's thread count (``cfg.threads``,
     0 = leave) and the seed."""
-    if cfg.resume and not cfg.overwrite:
+    if cfg.resume and cfg.overwrite:
+        raise AlignkitError("resume=true continues the run in out, overwrite=true replaces it: pass one of them")
+    if cfg.resume:
         check_resume_inputs(out, cfg)
     prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.threads:
@@ -57,6 +64,9 @@ def check_resume_inputs(out: Path, cfg) -> None:
     if not saved.is_file():
         return
     stored = yaml.safe_load(saved.read_text()) or {}
+    if set(stored) - {f.name for f in dataclasses.fields(cfg)}:
+        raise AlignkitError(f"{out} holds the run of another stage ({saved} has keys this one lacks); resume it with "
+                            "that stage, or pass overwrite=true or another out=")
     for key in RESUME_INPUTS:
         if key in stored and hasattr(cfg, key) and not _same_input(stored[key], getattr(cfg, key)):
             raise AlignkitError(f"{out}: resume=true with {key}={getattr(cfg, key)!r}, but the run there was started "

@@ -117,3 +117,18 @@ def test_resuming_with_other_inputs_is_refused(corpus, tmp_path):
     assert (out / "config.yaml").read_text() == before
     summary = pretrain.run(_cfg(corpus, out, max_steps=4, resume=True, progress=False))  # more steps: fine
     assert summary["steps"] == 4
+
+
+def test_out_dirs_that_cannot_be_resumed_are_refused(corpus, tmp_path):
+    out = tmp_path / "run"
+    pretrain.run(_cfg(corpus, out, max_steps=1))
+    with pytest.raises(AlignkitError, match="pass one of them"):
+        pretrain.run(_cfg(corpus, out, resume=True, overwrite=True))
+    import yaml
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump({**stored, "beta": 0.1}))  # as another stage writes it
+    with pytest.raises(AlignkitError, match="holds the run of another stage"):
+        pretrain.run(_cfg(corpus, out, resume=True))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(AlignkitError, match="is a file, not a directory"):
+        pretrain.run(_cfg(corpus, tmp_path / "afile", max_steps=1))

@@ -25,6 +25,8 @@ def test_nested_override_and_presets():
     ("max_steps=abc", "key 'max_steps' must be an integer, got 'abc'"),
     ("max_steps=0", "key 'max_steps' must be >= 1, got 0"),
     ("lr=-1", "key 'lr' must be > 0"),
+    ("lr=nan", "key 'lr' must be a finite number, got nan"),
+    ("lr=inf", "key 'lr' must be a finite number, got inf"),
     ("arch=mamba", "key 'arch' must be one of llama, qwen2, gpt2, got 'mamba'"),
     ("resume=maybe", "key 'resume' must be true or false"),
     ("heldout_fraction=0.9", "key 'heldout_fraction' must be > 0 and <= 0.5"),

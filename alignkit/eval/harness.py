@@ -50,7 +50,10 @@ class ModelRun:
 
 def eval_tasks(world, cfg: EvalConfig) -> list:
     """The first ``n_per_category`` held-out tasks of each category (all categories when none given)."""
-    tasks = world.tasks("heldout", categories=list(cfg.categories) or None)
+    try:
+        tasks = world.tasks("heldout", categories=list(cfg.categories) or None)
+    except ValueError as e:
+        raise AlignkitError(f"categories: {e}") from None
     counts: dict = {}
     keep = []
     for t in tasks:

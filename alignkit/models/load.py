@@ -82,6 +82,10 @@ def load_model(
             f"{path} holds a '{config.model_type}' model, which is not a causal language model "
             "(alignkit needs one that AutoModelForCausalLM can load)"
         )
+    saved_as = getattr(config, "architectures", None) or []
+    if saved_as and not any(a.endswith(_LM_ARCHITECTURES) for a in saved_as):
+        raise AlignkitError(f"{path} holds a {', '.join(saved_as)}, not a causal language model (its language-model "
+                            "head would start from random weights)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path, local_files_only=True, trust_remote_code=trust_remote_code
@@ -89,7 +93,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except (ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 (a truncated safetensors file raises its own error type)
         raise AlignkitError(f"cannot load the model in {path}: {_one_line(e)}") from e
 
     prepare_tokenizer(model, tokenizer)
@@ -130,6 +134,10 @@ def _check_device(device: str) -> None:
         raise AlignkitError(f"device={device!r} is not a torch device (use cpu, cuda, cuda:1, mps)") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AlignkitError(f"device={device!r} but CUDA is not available on this machine")
+
+
+# The class names a causal LM is saved under (config.json's "architectures"): LlamaForCausalLM, GPT2LMHeadModel, ...
+_LM_ARCHITECTURES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
 
 def _is_causal_lm(config: PretrainedConfig) -> bool:

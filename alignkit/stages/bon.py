@@ -48,6 +48,8 @@ def run(cfg: BonConfig, world) -> dict:
     if not cfg.model or not cfg.rm:
         raise AlignkitError("bon needs model=DIR (the policy) and rm=DIR (a reward model from `alignkit rm`)")
     ns = sorted({_as_n(n) for n in cfg.n})
+    if not ns:
+        raise AlignkitError("bon needs at least one n (e.g. n=[1,2,4,8,16])")
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     policy, tokenizer = load_model(cfg.model, device=str(device))

@@ -277,6 +277,23 @@ def test_load_rejects_no_tokenizer_and_non_causal(tmp_path, tok):
         load_model(tmp_path)
 
 
+def test_load_rejects_a_reward_model_and_a_cut_weights_file(tmp_path, tok):
+    import json
+    import shutil
+
+    model = new_model(build_config("llama", "smoke", tok), seed=0)
+    save_model(model, tok, tmp_path / "lm")
+    shutil.copytree(tmp_path / "lm", tmp_path / "rm")
+    config = json.loads((tmp_path / "rm" / "config.json").read_text())
+    (tmp_path / "rm" / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForSequenceClassification"]}))
+    with pytest.raises(AlignkitError, match="holds a LlamaForSequenceClassification, not a causal language model"):
+        load_model(tmp_path / "rm")
+    weights = tmp_path / "lm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(AlignkitError, match="cannot load the model in .*lm: "):
+        load_model(tmp_path / "lm")
+
+
 def test_presets_and_configs(tok):
     assert set(SIZES) == {"smoke", "tiny", "small"}
     a = new_model(build_config("llama", "smoke", tok), seed=7)

@@ -17,7 +17,9 @@ Every source maps (rows, completions) to one float per completion; ``rows`` are 
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,8 +52,30 @@ def parse_reward(spec: str) -> list[tuple[float, str]]:
             weight = float(m.group("weight")) if m.group("weight") else 1.0
         except ValueError:
             raise AlignkitError(f"reward: '{m.group('weight')}' in '{spec}' is not a number") from None
+        if ":" in name:
+            load_function(name)  # a function that cannot be imported fails here, before any model is loaded
         terms.append((weight, name))
     return terms
+
+
+def load_function(path: str):
+    """``module:function`` → the function; the module is looked up on sys.path and then in the current directory
+    (as ``python -m`` would find it)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            if os.getcwd() in sys.path:
+                raise
+            sys.path.append(os.getcwd())
+            module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise AlignkitError(f"reward: cannot import {path} ({e})") from None
+    if not callable(fn):
+        raise AlignkitError(f"reward: {path} is not a function")
+    return fn
 
 
 def build_reward(spec: str, *, rm=None, rm_tokenizer=None, world=None, batch_size: int = 64,
@@ -109,13 +133,7 @@ def _oracle_scorer(world):
 
 
 def _function_scorer(path: str):
-    module_name, _, attr = path.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise AlignkitError(f"reward: cannot import {path} ({e})") from None
-    if not callable(fn):
-        raise AlignkitError(f"reward: {path} is not a function")
+    fn = load_function(path)
 
     def score(rows: list[dict], completions: list[str]) -> list[float]:
         fields = {k for r in rows for k in r if k != "prompt"}

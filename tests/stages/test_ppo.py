@@ -108,7 +108,9 @@ def test_resume_gives_the_uninterrupted_weights(dirs, tmp_path, monkeypatch):
 
 def test_bad_reward_specs_are_one_line_errors(dirs, tmp_path):
     assert parse_reward("rm + 0.5*oracle") == [(1.0, "rm"), (0.5, "oracle")]
-    assert parse_reward("2*pkg.mod:fn") == [(2.0, "pkg.mod:fn")]
+    assert parse_reward("2*alignkit.world.checkers:arithmetic") == [(2.0, "alignkit.world.checkers:arithmetic")]
+    with pytest.raises(AlignkitError, match=r"cannot import pkg.mod:fn \(No module named 'pkg'\)"):
+        parse_reward("rm + 2*pkg.mod:fn")  # checked when read, before any model is loaded
     for spec in ("rm +", "gold", "x*rm"):
         with pytest.raises(AlignkitError):
             parse_reward(spec)
@@ -119,6 +121,15 @@ def test_bad_reward_specs_are_one_line_errors(dirs, tmp_path):
     with pytest.raises(AlignkitError, match="snapshots"):
         ppo.run(_cfg(dirs, tmp_path / "z", snapshots=[0, 4]))
     assert not (tmp_path / "z").exists()
+
+
+def test_a_reward_module_in_the_current_directory_is_found(tmp_path, monkeypatch):
+    import sys
+    (tmp_path / "here_pkg").mkdir()
+    (tmp_path / "here_pkg" / "checks.py").write_text(REWARD_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert parse_reward("0.5*here_pkg.checks:reward") == [(0.5, "here_pkg.checks:reward")]
 
 
 def test_ppo_with_lora_keeps_two_backbones_and_leaves_the_reward_model_alone(dirs, tmp_path):

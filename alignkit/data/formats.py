@@ -21,6 +21,7 @@ one-line message naming the field, where `where` is `file.jsonl:12` or `file.par
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -104,6 +105,13 @@ def comparison_places(record: dict) -> tuple[list, list[int]]:
             for i in tied:
                 places[i] = place
     return responses, places
+
+
+def prompt_key(record: dict) -> str:
+    """The record's prompt as one string (a message list as JSON): what tells comparisons of one prompt apart
+    from another's, e.g. to keep them on one side of a train / validation split."""
+    prompt = record["prompt"]
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 def ranking_groups(ranking: list) -> list[list[int]]:

@@ -33,7 +33,7 @@ import torch
 
 from alignkit.config import DPOConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
-from alignkit.data.formats import comparison_places
+from alignkit.data.formats import comparison_places, prompt_key
 from alignkit.data.templates import alike_within, each_record, render_completion
 from alignkit.errors import AlignkitError
 from alignkit.losses.preference import DPO_LOSSES, all_pairs_dpo, listwise_dpo, simpo
@@ -82,6 +82,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     # 1. data: records → groups (pairs, or whole rankings for the ranking losses); train / validation split
     per_record = each_record(records, cfg.data, lambda r: to_groups(r, tokenizer, cfg))
     groups = [g for record_groups in per_record if record_groups for g in record_groups]
+    keys = [prompt_key(r) for r, record_groups in zip(records, per_record) if record_groups for _ in record_groups]
     if cut := sum(g is None for g in per_record):
         info(f"dpo: {cut} of {len(records)} records dropped: their responses are the same within "
              f"max_length={cfg.max_length}")
@@ -89,7 +90,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (tie and both_bad labels are skipped; "
                             f"{cut} records have responses that are the same within max_length={cfg.max_length})")
     ref_seconds = ref_logps(groups, cfg, tokenizer, out, device, policy=model)
-    train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed)
+    train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed, keys=keys)
     steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
     per_step = cfg.batch_size * cfg.grad_accum

@@ -42,7 +42,7 @@ import torch
 
 from alignkit.config import RMConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
-from alignkit.data.formats import comparison_places
+from alignkit.data.formats import comparison_places, prompt_key
 from alignkit.data.sources import load_records
 from alignkit.data.templates import alike_within, each_record, render_response
 from alignkit.errors import AlignkitError
@@ -113,7 +113,8 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (both_bad labels count only with "
                             f"both_bad=tie, tie labels only with a tie_model; {cut} records have responses that "
                             f"are the same within max_length={cfg.max_length})")
-    train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed)
+    keys = [prompt_key(r) for r, _ in kept]  # a prompt's comparisons all on one side of the split
+    train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed, keys=keys)
     per_step = cfg.batch_size * cfg.grad_accum
     steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)

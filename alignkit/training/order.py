@@ -26,12 +26,21 @@ class EpochOrder:
         return torch.stack([self._perm(int(e))[int(o)] for e, o in zip(epochs, offsets)])
 
 
-def split_heldout(items: list, fraction: float, *, seed: int) -> tuple[list, list]:
-    """(train, validation): a seeded shuffle, then ``fraction`` of the items (at least one) held out."""
-    order = list(range(len(items)))
+def split_heldout(items: list, fraction: float, *, seed: int, keys: list | None = None) -> tuple[list, list]:
+    """(train, validation): a seeded shuffle, then ``fraction`` of the items (at least one) held out. With
+    ``keys`` (one per item, e.g. its prompt) the split is of the distinct keys, so that items sharing a key
+    (comparisons of one prompt) are all on one side; with distinct keys it is the same split."""
+    if keys is None:
+        keys = list(range(len(items)))
+    members: dict = {}
+    for item, key in zip(items, keys, strict=True):
+        members.setdefault(key, []).append(item)
+    distinct = list(members)
+    order = list(range(len(distinct)))
     random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(items) * fraction))
-    return [items[i] for i in order[n_val:]], [items[i] for i in order[:n_val]]
+    n_val = max(1, round(len(distinct) * fraction))
+    return ([item for i in order[n_val:] for item in members[distinct[i]]],
+            [item for i in order[:n_val] for item in members[distinct[i]]])
 
 
 def steps_for(cfg, n_train: int) -> int:

@@ -345,3 +345,13 @@ def test_ten_thousand_records_load(tmp_path):  # how fast: benchmarks/world_and_
         tmp_path / "big.jsonl", [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(10_000)]
     )
     assert len(load_records(path, "preference")) == 10_000
+
+
+def test_a_split_by_prompt_keeps_each_prompt_on_one_side():
+    from alignkit.training.order import split_heldout
+    items = list(range(40))
+    assert split_heldout(items, 0.25, seed=3, keys=[f"p{i}" for i in items]) == split_heldout(items, 0.25, seed=3)
+    keys = [i // 4 for i in items]  # ten prompts, four comparisons each
+    train, val = split_heldout(items, 0.2, seed=3, keys=keys)
+    assert sorted(train + val) == items and len(val) == 8
+    assert not {k // 4 for k in train} & {k // 4 for k in val}

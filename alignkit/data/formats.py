@@ -151,6 +151,8 @@ def _check_pair(r: dict, where: str) -> None:
     _check_prompt_value(_require(r, "prompt", "pair", where), where)
     _check_response(_require(r, "chosen", "pair", where), "chosen", where)
     _check_response(_require(r, "rejected", "pair", where), "rejected", where)
+    if r["chosen"] == r["rejected"]:
+        _fail(where, "rejected", "is the same as 'chosen' (a comparison needs two different responses)")
     margin = r.get("margin")
     if margin is not None and (not _is_number(margin) or not math.isfinite(margin)):
         _fail(where, "margin", f"is {_show(margin)} (expected a finite number)")

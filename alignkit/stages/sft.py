@@ -52,7 +52,11 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
 
     # 1. data: conversations → chat template → ids + assistant-only labels; train / validation split
     examples = each_record(records, cfg.data, lambda r: render_chat(tokenizer, to_messages(r), max_length=cfg.max_length))
-    examples = [e for e in examples if any(label >= 0 for label in e["labels"])]
+    kept = [e for e in examples if any(label >= 0 for label in e["labels"])]
+    if len(kept) < len(examples):
+        info(f"sft: {len(examples) - len(kept)} of {len(examples)} examples dropped: no assistant token within "
+             f"max_length={cfg.max_length}")
+    examples = kept
     if len(examples) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 examples with assistant tokens within max_length")
     train, val = split_heldout(examples, cfg.heldout_fraction, seed=cfg.seed)

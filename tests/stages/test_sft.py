@@ -70,6 +70,13 @@ def test_packing_gives_the_same_first_loss(tmp_path, tokenizer, data):
     assert first[0] == pytest.approx(first[1], abs=1e-4)
 
 
+def test_examples_without_an_assistant_token_within_max_length_are_counted(tmp_path, tokenizer, capsys):
+    long = " ".join(m["content"] for c in CHATS for m in c["messages"])
+    write_jsonl(tmp_path / "d.jsonl", CHATS + [{"prompt": long, "completion": "Fine."}])
+    sft.run(_cfg(_model_dir(tmp_path, "llama", tokenizer), tmp_path / "d.jsonl", tmp_path / "sft", max_steps=1))
+    assert f"sft: 1 of {len(CHATS) + 1} examples dropped: no assistant token within max_length=48" in capsys.readouterr().err
+
+
 def test_sft_learns_the_toy_task(tmp_path, tokenizer, data):
     base = _model_dir(tmp_path, "llama", tokenizer)
     s = sft.run(_cfg(base, data / "messages.jsonl", tmp_path / "sft", max_steps=40, lr=3e-2, eval_every=40))

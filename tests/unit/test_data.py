@@ -33,7 +33,8 @@ VALID = [
     ("chat", {"prompt": "hi", "completion": "hello"}),
     ("chat", {"prompt": MSGS[:1], "completion": MSGS[1:]}),
     ("pair", {"prompt": "q", "chosen": "good", "rejected": "bad"}),
-    ("pair", {"prompt": MSGS[:1], "chosen": MSGS[1:], "rejected": MSGS[1:], "margin": 1.5}),
+    ("pair", {"prompt": MSGS[:1], "chosen": MSGS[1:], "rejected": [{"role": "assistant", "content": "bye"}],
+              "margin": 1.5}),
     ("pair", {"prompt": "q", "chosen": "good", "rejected": "", "margin": 2}),
     ("ranking", {"prompt": "q", "responses": ["a", "b"], "ranking": [1, 0]}),
     ("ranking", {"prompt": "q", "responses": ["a", "b", "c", "d"], "ranking": [2, [0, 1], 3]}),
@@ -91,6 +92,7 @@ INVALID = [
     ("pair", {"chosen": "a", "rejected": "b"}, ["'prompt'", "is missing"]),
     ("pair", {"prompt": "q", "chosen": 1, "rejected": "b"}, ["'chosen'", "a number", "list of messages"]),
     ("pair", {"prompt": 5, "chosen": "a", "rejected": "b"}, ["'prompt'", "a number"]),
+    ("pair", {"prompt": "q", "chosen": "a", "rejected": "a"}, ["'rejected'", "the same as 'chosen'"]),
     (
         "pair",
         {"prompt": "q", "chosen": "a", "rejected": "b", "margin": "big"},

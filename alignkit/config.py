@@ -384,6 +384,7 @@ class EvalConfig:
     mode: str = param("chat", "how the model is prompted: chat template, or a base model's zero_shot / few_shot",
                       choices=("chat", "zero_shot", "few_shot"))
     out: str = param("", "where summary.json and samples.jsonl go (default: <model dir>/../eval)")
+    overwrite: bool = param(False, "replace an earlier evaluation in `out` (refused otherwise)")
     progress: bool = param(True, "show a progress bar")
 
 

@@ -465,7 +465,8 @@ def _evaluate_policy(model_dir: Path, out: Path, cfg: RunConfig, world, run_dir:
     """A policy against SFT on the held-out prompts (SFT's answers from the evaluation stage)."""
     from alignkit.eval.harness import evaluate_dirs
 
-    return evaluate_dirs(model_dir, world, replace(cfg.eval, out=str(out)), reference_dir=run_dir / "sft" / "model",
+    return evaluate_dirs(model_dir, world, replace(cfg.eval, out=str(out), overwrite=True),
+                         reference_dir=run_dir / "sft" / "model",
                          reference_name="sft", reference_samples=run_dir / "eval" / "sft" / "samples.jsonl")
 
 

@@ -173,6 +173,11 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     from alignkit.models.tokenizer import same_vocabulary
     from alignkit.training.setup import resolve_device
 
+    out = Path(cfg.out) if cfg.out else Path(model_dir).resolve().parent / "eval"
+    earlier = [f for f in ("summary.json", "samples.jsonl") if (out / f).exists()]
+    if earlier and not cfg.overwrite:
+        raise AlignkitError(f"{out} already holds an evaluation ({', '.join(earlier)}); pass overwrite=true to "
+                            "replace it, or another out=")
     tasks = eval_tasks(world, cfg)
     stored = None
     if reference_samples is not None:
@@ -195,7 +200,6 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
             kl[reference_name] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)
     summary = summarise(run, cfg, references=references, kl=kl)
-    out = Path(cfg.out) if cfg.out else Path(model_dir).resolve().parent / "eval"
     write_run(run, {**summary, "model": str(model_dir), "reference": str(reference_dir) if reference_dir else None,
                     "reference_samples": str(reference_samples) if stored is not None else None,
                     "config": asdict(cfg)}, out, kl)

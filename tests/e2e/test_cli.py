@@ -190,6 +190,12 @@ def test_eval_command_with_reference(smoke_run, tmp_path, capsys):
     assert summary["kl_to_reference"] == summary["kl_to_reference"]  # finite
     assert len((out / "samples.jsonl").read_text().splitlines()) == summary["n_prompts"] == 8
     assert "win vs reference" in capsys.readouterr().out
+    before = (out / "samples.jsonl").read_text()
+    assert main(args + ["n_per_category=2"]) == 2  # an earlier evaluation is kept
+    assert "already holds an evaluation" in capsys.readouterr().err
+    assert (out / "samples.jsonl").read_text() == before
+    assert main(args + ["n_per_category=2", "overwrite=true"]) == 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 16
 
 
 def test_eval_command_against_stored_samples(smoke_run, tmp_path, capsys):

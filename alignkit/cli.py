@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from alignkit.config import (
     BonConfig,
@@ -203,15 +204,26 @@ def cmd_world_export(args: argparse.Namespace) -> None:
     from alignkit.world.export import export_world
 
     cfg = load_config(WorldConfig, config_file=args.config, overrides=args.overrides)
+    _keep_out(args.out, args.overwrite)
     files = export_world(build_world(**asdict(cfg)), args.out)
     for name, path in files.items():
         n = sum(1 for _ in open(path, encoding="utf-8"))
         print(f"{path}  ({n} {name} records)")
 
 
+def _keep_out(out: str, overwrite: bool) -> None:
+    """A command that writes files into ``out`` does not write over what is there without --overwrite."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise AlignkitError(f"--out {out} is a file, not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise AlignkitError(f"--out {out} is not empty; pass --overwrite to write over its files, or another --out")
+
+
 def cmd_merge(args: argparse.Namespace) -> None:
     from alignkit.models.lora import merge_adapter
 
+    _keep_out(args.out, args.overwrite)
     out = merge_adapter(args.adapter, args.out, base=args.base)
     print(f"merged {args.adapter} into {out}")
 
@@ -347,6 +359,7 @@ def _parser() -> argparse.ArgumentParser:
                  "Files: pretrain.jsonl, sft.jsonl, prompts.jsonl, eval_prompts.jsonl, pairs.jsonl, "
                  "rankings.jsonl, labels.jsonl.")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="write over the files of a non-empty --out")
     p.set_defaults(func=cmd_world_export)
     world.set_defaults(func=lambda a: world.print_help())
 
@@ -356,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", required=True, help="PEFT adapter directory (adapter_config.json)")
     p.add_argument("--out", required=True, help="output directory of the merged model")
     p.add_argument("--base", default=None, help="base model dir (default: the one recorded in the adapter)")
+    p.add_argument("--overwrite", action="store_true", help="write over the files of a non-empty --out")
     p.set_defaults(func=cmd_merge)
 
     p = _command(sub, "generate", "sample a continuation (or a chat reply with chat=true) from a model dir",

@@ -124,6 +124,12 @@ def test_world_export_follows_the_record_schema(tmp_path, capsys):
              "pairs": "pair", "rankings": "ranking", "labels": "label"}
     for name, kind in kinds.items():
         assert load_records(out / f"{name}.jsonl", kind), name  # validates every record
+    (out / "sft.jsonl").write_text("mine\n")
+    assert main(["world", "export", "--out", str(out)]) == 2  # what is there is kept
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "sft.jsonl").read_text() == "mine\n"
+    assert main(["world", "export", "--out", str(out), "--overwrite", "corpus_docs=50"]) == 0
+    assert load_records(out / "sft.jsonl", "chat")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["pretrain", "--help"], ["world", "export", "--help"],

@@ -106,6 +106,9 @@ def test_a_merged_adapter_is_the_stage_model_from_any_directory(base_dir, tmp_pa
         again = json.loads((merged / name).read_text())
         assert saved["pad_token_id"] is not None and saved["pad_token_id"] == again["pad_token_id"], name
         assert saved["eos_token_id"] == again["eos_token_id"], name
+    from alignkit.cli import main
+    assert main(["merge", "--adapter", str(tmp_path / "run" / "adapter"), "--out", str(merged)]) == 2  # not empty
+    assert main(["merge", "--adapter", str(tmp_path / "run" / "adapter"), "--out", str(merged), "--overwrite"]) == 0
     with pytest.raises(AlignkitError, match="pass --base DIR"):
         shutil.rmtree(tmp_path / "base")
         merge_adapter(tmp_path / "run" / "adapter", tmp_path / "merged2")

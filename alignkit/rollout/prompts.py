@@ -18,3 +18,22 @@ def prompt_rows(prompts: str, world, categories: list | tuple = ()) -> list[dict
         return [{"prompt": t.prompt, "category": t.category, "answer": t.answer} for t in tasks]
     from alignkit.data.sources import load_records
     return load_records(prompts, "prompt")
+
+
+def check_prompt_lengths(rows: list[dict], source: str, model, tokenizer, max_new_tokens: int) -> None:
+    """Every prompt, rendered with the chat template, leaves room for ``max_new_tokens`` within the model's
+    positions: checked once before training, so a long prompt is named (``source``: record n) instead of
+    stopping the run at the step that samples it."""
+    from alignkit.data.formats import as_messages
+    from alignkit.data.templates import each_record, render_prompt
+
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    texts = each_record(rows, source, lambda r: render_prompt(tokenizer, as_messages(r["prompt"], "user")))
+    if not limit:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    for n, length in enumerate(lengths, start=1):
+        if length + max_new_tokens > limit:
+            raise AlignkitError(f"{source}: record {n}: the prompt has {length} tokens; with max_new_tokens="
+                                f"{max_new_tokens} that exceeds the model's {limit} positions")

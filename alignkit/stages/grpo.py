@@ -41,7 +41,7 @@ from alignkit.losses.ppo import clipped_surrogate, kl_per_token, surrogate_metri
 from alignkit.losses.reduce import masked_mean
 from alignkit.models.logprobs import completion_logprobs
 from alignkit.models.lora import adapters_disabled, maybe_lora, save_trained
-from alignkit.rollout.prompts import prompt_rows
+from alignkit.rollout.prompts import check_prompt_lengths, prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, load_state, save_state, write_json_atomic
@@ -71,6 +71,7 @@ def run(cfg: GRPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     device = resolve_device(cfg.device)
 
     policy, tokenizer = load_model(cfg.model, device=str(device))
+    check_prompt_lengths(rows, cfg.prompts, policy, tokenizer, cfg.max_new_tokens)
     reference = None
     if cfg.beta > 0 and not cfg.lora:
         reference, _ = load_model(cfg.model, device=str(device))

@@ -60,7 +60,7 @@ from alignkit.losses.reduce import masked_mean
 from alignkit.models.logprobs import completion_logprobs, completion_logprobs_and_hidden
 from alignkit.models.lora import adapters_disabled, add_lora, save_trained
 from alignkit.models.tokenizer import same_vocabulary
-from alignkit.rollout.prompts import prompt_rows
+from alignkit.rollout.prompts import check_prompt_lengths, prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
 from alignkit.rollout.sampler import sample
 from alignkit.training.checkpoint import latest_state, save_pretrained_atomic, write_json_atomic
@@ -97,6 +97,7 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     # disabled, and a value model initialised from the reward model shares its weights (scoring disables
     # the value adapters)
     policy, tokenizer = load_model(cfg.model, device=str(device))
+    check_prompt_lengths(rows, cfg.prompts, policy, tokenizer, cfg.max_new_tokens)
     rm, rm_tokenizer = load_scalar_model(cfg.rm, device=str(device)) if cfg.rm else (None, None)
     if rm is not None:
         rm.eval().requires_grad_(False)

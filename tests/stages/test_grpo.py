@@ -109,6 +109,13 @@ def test_a_last_step_with_nothing_scored_finishes(dirs, tmp_path):
     assert _metrics(tmp_path / "n")[0]["grpo/unscorable"] == 1
 
 
+def test_a_prompt_too_long_for_the_model_is_named_before_training(dirs, tmp_path):
+    write_jsonl(tmp_path / "p.jsonl", [PROMPTS[0], {"prompt": "What is 1 + 2? " * 400}])
+    with pytest.raises(AlignkitError, match=r"p.jsonl: record 2: the prompt has \d+ tokens; with max_new_tokens=6"):
+        grpo.run(_cfg(dirs, tmp_path / "g", prompts=str(tmp_path / "p.jsonl")))
+    assert not (tmp_path / "g").exists()
+
+
 def test_resume_gives_the_uninterrupted_weights(dirs, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     grpo.run(_cfg(dirs, straight))

@@ -140,6 +140,10 @@ def _check_chat(r: dict, where: str) -> None:
         _check_messages(messages, "messages", where)
         if not any(m["role"] == "assistant" for m in messages):
             _fail(where, "messages", "has no assistant message (chat records need at least one)")
+        first = next(i for i, m in enumerate(messages) if m["role"] != "system")
+        if messages[first]["role"] == "assistant":
+            _fail(where, f"messages[{first}].role", "is 'assistant' before any user message (the assistant answers "
+                  "a user turn)")
         return
     if not _has(r, "prompt"):
         _fail(where, "messages", f"is missing ({_NEEDS['chat']})")

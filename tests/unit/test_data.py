@@ -86,6 +86,7 @@ INVALID = [
     ("chat", {"prompt": "hi", "completion": None}, ["'completion'", "is null"]),
     ("chat", {"prompt": "hi", "completion": MSGS[:1]}, ["'completion'", "no assistant message"]),
     ("chat", {"prompt": "", "completion": "x"}, ["'prompt'", "is empty"]),
+    ("chat", {"messages": MSGS[::-1]}, ["'messages[0].role'", "'assistant' before any user message"]),
     ("chat", {"messages": MSGS, "prompt": "hi"}, ["'messages'", "'prompt'"]),
     # pair
     ("pair", {"prompt": "q", "rejected": "bad"}, ["'chosen'", "is missing", "prompt, chosen, rejected"]),

@@ -7,6 +7,7 @@ file, a model dir) is reported as one line on stderr with exit code 2 — never 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -86,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         path = preset_file(args.preset, stage)
         if path.is_file():
             base[stage] = read_yaml(path)
-    cfg = load_config(RunConfig, config_file=args.config, overrides=args.overrides, base=base)
+    cfg = load_config(RunConfig, config_file=args.config, overrides=args.overrides, base=copy.deepcopy(base))
+    pipeline.check_run_keys(cfg, load_config(RunConfig, base=base))
     summary = pipeline.run(cfg)
     pipeline.print_table(summary)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from alignkit.config import RunConfig, dump_yaml, to_dict
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, ConfigError
 from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 
@@ -204,6 +204,31 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
             jobs.append(Job(name, fp, _job_policy, {"kind": "grpo", "scfg": gcfg},
                             ("rm", "eval") if gcfg.rm else ("eval",), resumable=True))
     return sorted(jobs, key=_start_rank)
+
+
+# The stage keys the run sets itself (inputs and outputs inside runs/<name>/, resume): a value given for one
+# of them would be ignored, so it is refused (:func:`check_run_keys`).
+RUN_SETS = {
+    "pretrain": ("model", "data", "tokenizer", "out", "resume", "overwrite"),
+    "sft": ("model", "data", "out", "resume", "overwrite"),
+    "eval": ("out", "overwrite"),
+    "prefs": ("model", "out", "overwrite"),
+    "rm": ("model", "data", "eval_data", "out", "resume", "overwrite"),
+    "bon": ("model", "rm", "out", "overwrite"),
+    "dpo": ("model", "ref_model", "data", "out", "resume", "overwrite"),
+    "ppo": ("model", "rm", "prompts", "out", "resume", "overwrite"),
+    "grpo": ("model", "rm", "reward", "prompts", "categories", "out", "resume", "overwrite"),
+}
+
+
+def check_run_keys(cfg: RunConfig, default: RunConfig) -> None:
+    """Refuse, in one line, a value for a stage key the run sets itself (:data:`RUN_SETS`): ``cfg`` as given,
+    ``default`` the same preset without the user's config file and overrides."""
+    for section, keys in RUN_SETS.items():
+        for key in keys:
+            if getattr(getattr(cfg, section), key) != getattr(getattr(default, section), key):
+                raise ConfigError(f"{section}.{key} is set by `alignkit run` (its inputs and outputs live in "
+                                  f"runs/<name>/); to choose it, run the stage by itself: alignkit {section} ...")
 
 
 def rm_config(cfg: RunConfig, run_dir: Path):

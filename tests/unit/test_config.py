@@ -60,6 +60,14 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("override", ["sft.data=mine.jsonl", "dpo.out=/tmp/elsewhere", "grpo.reward=oracle"])
+def test_run_refuses_the_stage_keys_it_sets(override, tmp_path, capsys):
+    assert main(["run", "--preset", "smoke", f"runs_dir={tmp_path}", override]) == 2
+    key = override.split("=")[0]
+    assert f"alignkit: error: {key} is set by `alignkit run`" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_help_lists_keys(capsys):
     with pytest.raises(SystemExit) as e:
         main(["pretrain", "--help"])

@@ -321,6 +321,13 @@ def run_jobs(ctx: Context, jobs: list[Job], n_workers: int) -> dict[str, dict]:
                     job, t0 = running.pop(future)
                     results[job.name] = future.result()
                     info(f"{job.name}: done ({time.perf_counter() - t0:.0f} s)")
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the workers too; an interrupt sent to this process alone would leave them running
+            # their jobs, so they are stopped here (every job resumes from its last checkpoint)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         except BaseException:
             if running:
                 info(f"run: waiting for {', '.join(j.name for j, _ in running.values())} to stop")

@@ -182,10 +182,6 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     stored = None
     if reference_samples is not None:
         stored = _stored_scores(reference_samples, tasks)
-        if stored is None:
-            raise AlignkitError(f"reference samples {reference_samples}: not a samples.jsonl of these "
-                                f"{len(tasks)} held-out prompts (written by `alignkit eval` or a run's eval stage "
-                                "with the same world, categories and n_per_category)")
     device = str(resolve_device(cfg.device))
     model, tokenizer = load_model(model_dir, device=device)
     run = run_model(model, tokenizer, world, tasks, mode, cfg)
@@ -206,20 +202,28 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
     return summary
 
 
-def _stored_scores(path: str | Path, tasks: list) -> list[float] | None:
-    """Gold scores from a samples.jsonl, if it answers exactly ``tasks``' prompts in order, each with a
-    numeric ``gold``; else None."""
-    if not Path(path).is_file():
-        return None
+def _stored_scores(path: str | Path, tasks: list) -> list[float]:
+    """Gold scores from a samples.jsonl that answers exactly ``tasks``' prompts in order, each with a numeric
+    ``gold``; anything else is a one-line error naming the first line that differs."""
     from alignkit.data.sources import iter_jsonl
 
-    rows = [row for _, row in iter_jsonl(path)]
-    if [r.get("prompt") if isinstance(r, dict) else None for r in rows] != [t.prompt for t in tasks]:
-        return None
-    gold = [r.get("gold") for r in rows]
-    if not all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in gold):
-        return None
-    return [float(g) for g in gold]
+    if not Path(path).is_file():
+        raise AlignkitError(f"reference samples {path}: no such file")
+    what = (f"a samples.jsonl of these {len(tasks)} held-out prompts, in order (written by `alignkit eval` or a "
+            "run's eval stage with the same world, categories and n_per_category)")
+    rows = list(iter_jsonl(path))
+    if len(rows) != len(tasks):
+        raise AlignkitError(f"reference samples {path}: {len(rows)} records, expected {what}")
+    gold = []
+    for (line, row), task in zip(rows, tasks):
+        if not isinstance(row, dict) or row.get("prompt") != task.prompt:
+            raise AlignkitError(f"{path}:{line}: field 'prompt' is not the held-out prompt {task.prompt!r} "
+                                f"(expected {what})")
+        g = row.get("gold")
+        if not isinstance(g, (int, float)) or isinstance(g, bool):
+            raise AlignkitError(f"{path}:{line}: field 'gold' is {g!r} (expected the oracle's score, a number)")
+        gold.append(float(g))
+    return gold
 
 
 def category_accuracy(model_dir: str | Path, world, cfg: EvalConfig, categories: list[str], *, draws: int) -> dict:

@@ -223,8 +223,14 @@ def test_eval_command_against_stored_samples(smoke_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(base + ["--reference-samples", str(short), f"out={tmp_path / 'third'}"]) != 0
     err = capsys.readouterr().err.strip()
-    assert "short.jsonl" in err and "not a samples.jsonl of these 8 held-out prompts" in err and "\n" not in err
+    assert "short.jsonl: 7 records, expected a samples.jsonl of these 8 held-out prompts" in err and "\n" not in err
     assert not (tmp_path / "third").exists()
+    for name, change, message in (("nogold", {"gold": "high"}, "nogold.jsonl:3: field 'gold' is 'high'"),
+                                  ("moved", {"prompt": "Another question?"}, "moved.jsonl:3: field 'prompt' is not")):
+        bad = tmp_path / f"{name}.jsonl"
+        bad.write_text("".join(json.dumps({**r, **(change if i == 2 else {})}) + "\n" for i, r in enumerate(rows)))
+        assert main(base + ["--reference-samples", str(bad), f"out={tmp_path / 'third'}"]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_prefs_rm_bon_dpo_commands(smoke_run, tmp_path, capsys):

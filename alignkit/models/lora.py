@@ -129,8 +129,8 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, *, base: str | P
     if not (adapter_dir / "adapter_config.json").is_file():
         raise AlignkitError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
     config = PeftConfig.from_pretrained(str(adapter_dir))
+    extras = _extras(adapter_dir)
     if base is None:  # as recorded (relative to this directory), else relative to the adapter
-        extras = _extras(adapter_dir)
         candidates = [Path(config.base_model_name_or_path or "")]
         candidates += [adapter_dir / extras["base_model"]] if "base_model" in extras else []
         base = next((c for c in candidates if (c / "config.json").is_file()), candidates[0])
@@ -145,20 +145,21 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, *, base: str | P
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    _restore_extras(merged, adapter_dir, Path(out_dir))
+    _restore_extras(merged, extras, adapter_dir, Path(out_dir))
     with torch.no_grad():
         save_model(merged, tokenizer, out_dir)
     return Path(out_dir)
 
 
-def _restore_extras(merged, adapter_dir: Path, out_dir: Path) -> None:
-    """What :func:`save_lora` kept beside the adapter, back on the merged model; the reward model's prior
-    (a path relative to the model dir, a sibling of the adapter dir) re-pointed from ``out_dir``."""
+def _restore_extras(merged, extras: dict, adapter_dir: Path, out_dir: Path) -> None:
+    """What :func:`save_lora` kept beside the adapter (``extras``, its file read), back on the merged model; the
+    reward model's prior (a path relative to the model dir, a sibling of the adapter dir) re-pointed from
+    ``out_dir``."""
     import os
 
     from transformers import GenerationConfig
 
-    for key, value in _extras(adapter_dir).items():
+    for key, value in extras.items():
         if key not in CONFIG_EXTRAS:
             continue
         if key == "reward_prior":

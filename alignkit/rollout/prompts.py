@@ -26,9 +26,9 @@ def check_prompt_lengths(rows: list[dict], source: str, model, tokenizer, max_ne
     stopping the run at the step that samples it."""
     from alignkit.data.formats import as_messages
     from alignkit.data.templates import each_record, render_prompt
+    from alignkit.rollout.sampler import position_limit
 
-    config = model.config
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    limit = position_limit(model)
     texts = each_record(rows, source, lambda r: render_prompt(tokenizer, as_messages(r["prompt"], "user")))
     if not limit:
         return

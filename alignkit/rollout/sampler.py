@@ -231,9 +231,14 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
 
 
-def _check_lengths(model, prompt_tokens: list[list[int]], max_new_tokens: int) -> None:
+def position_limit(model) -> int | None:
+    """How many positions (prompt + new tokens) the model can attend over, when its config says."""
     config = model.config
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def _check_lengths(model, prompt_tokens: list[list[int]], max_new_tokens: int) -> None:
+    limit = position_limit(model)
     for i, tokens in enumerate(prompt_tokens):
         if not tokens:
             raise AlignkitError(f"prompt {i} encodes to no tokens")

@@ -25,7 +25,13 @@ from transformers import TextStreamer
 
 from alignkit.data.templates import render_prompt
 from alignkit.models.tokenizer import END_TOKEN
-from alignkit.rollout.sampler import sampling_config, seeded, stop_token_ids, validate_sampling
+from alignkit.rollout.sampler import (
+    position_limit,
+    sampling_config,
+    seeded,
+    stop_token_ids,
+    validate_sampling,
+)
 
 PROMPT = "> "
 HELP = "commands: /reset forgets the conversation, /quit (or Ctrl-D) exits, /help shows this"
@@ -87,8 +93,7 @@ def chat_loop(
 
 def _fit(model, tokenizer, history: list[dict], opening: list[dict], max_new_tokens: int, output: TextIO):
     """Prompt ids (1, T) of the history; drops the oldest exchanges (in place) until prompt + reply fit."""
-    config = model.config
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    limit = position_limit(model)
     while True:
         ids = tokenizer(render_prompt(tokenizer, history), add_special_tokens=False, return_tensors="pt")
         n = ids["input_ids"].shape[1]

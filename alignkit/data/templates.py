@@ -102,6 +102,11 @@ def alike_within(responses: list, ids: list) -> bool:
     return False
 
 
+def dropped_within(stage: str, cut: int, total: int, max_length: int) -> str:
+    """The line a preference stage prints for the records ``alike_within`` made it drop."""
+    return f"{stage}: {cut} of {total} records dropped: their responses are the same within max_length={max_length}"
+
+
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], *, generation_prompt: bool = False) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise AlignkitError(

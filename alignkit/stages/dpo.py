@@ -34,7 +34,7 @@ import torch
 from alignkit.config import DPOConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
 from alignkit.data.formats import comparison_places, prompt_key
-from alignkit.data.templates import alike_within, each_record, render_completion
+from alignkit.data.templates import alike_within, dropped_within, each_record, render_completion
 from alignkit.errors import AlignkitError
 from alignkit.losses.preference import DPO_LOSSES, all_pairs_dpo, listwise_dpo, simpo
 from alignkit.models.logprobs import completion_logprobs, sequence_logprob
@@ -84,8 +84,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     groups = [g for record_groups in per_record if record_groups for g in record_groups]
     keys = [prompt_key(r) for r, record_groups in zip(records, per_record) if record_groups for _ in record_groups]
     if cut := sum(g is None for g in per_record):
-        info(f"dpo: {cut} of {len(records)} records dropped: their responses are the same within "
-             f"max_length={cfg.max_length}")
+        info(dropped_within("dpo", cut, len(records), cfg.max_length))
     if len(groups) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (tie and both_bad labels are skipped; "
                             f"{cut} records have responses that are the same within max_length={cfg.max_length})")

@@ -44,7 +44,7 @@ from alignkit.config import RMConfig, dump_yaml
 from alignkit.data.collators import pad_sequences
 from alignkit.data.formats import comparison_places, prompt_key
 from alignkit.data.sources import load_records
-from alignkit.data.templates import alike_within, each_record, render_response
+from alignkit.data.templates import alike_within, dropped_within, each_record, render_response
 from alignkit.errors import AlignkitError
 from alignkit.losses.reward import all_pairs, centering, plackett_luce
 from alignkit.models.heads import (
@@ -103,8 +103,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
     kept = [(r, g) for r, g in zip(records, per_record) if isinstance(g, Group)]
     groups = [g for _, g in kept]
     if cut := sum(g is CUT for g in per_record):
-        info(f"rm: {cut} of {len(records)} records dropped: their responses are the same within "
-             f"max_length={cfg.max_length}")
+        info(dropped_within("rm", cut, len(records), cfg.max_length))
     # one memo for this run at least: without eval_data the normalisation below scores the training answers again
     surprise_memo = {} if surprise_memo is None else surprise_memo
     if prior is not None:

@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             base[stage] = read_yaml(path)
     cfg = load_config(RunConfig, config_file=args.config, overrides=args.overrides, base=copy.deepcopy(base))
     pipeline.check_run_keys(cfg, load_config(RunConfig, base=base))
+    pipeline.check_run_values(cfg)
     summary = pipeline.run(cfg)
     pipeline.print_table(summary)
 

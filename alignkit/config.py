@@ -318,8 +318,8 @@ class PPOConfig(EngineConfig):
     value_lr: float = param(5e-5, "learning rate of the value model", gt=0)
     # bookkeeping
     eval_every: int = param(10, "iterations between logs of the gold reward (world prompts only)", min=1)
-    snapshots: list = param([], "iterations after which the policy is also saved to out/snapshots/step-<n>/model "
-                            "(`alignkit run` evaluates them: the reward-vs-KL path along training)")
+    snapshots: list[int] = param([], "iterations after which the policy is also saved to out/snapshots/step-<n>/model "
+                                 "(`alignkit run` evaluates them: the reward-vs-KL path along training)", min=1)
     seed: int = param(0, "seed for the prompt order and sampling", min=0)
 
 
@@ -334,7 +334,7 @@ class GRPOConfig(EngineConfig):
                         "alignkit.world.checkers:arithmetic — or a weighted sum such as 'rm + checkers'")
     prompts: str = param("world", "'world' for the built-in train prompts, or a JSONL/Parquet/datasets dir of "
                          "{prompt, ...} records (the other fields go to reward functions)")
-    categories: list = param([], "world prompts: only these task categories (empty = all)")
+    categories: list[str] = param([], "world prompts: only these task categories (empty = all)")
     out: str = param("runs/grpo", "output dir: model/, state/, metrics.jsonl, summary.json")
     # sampling
     group_size: int = param(4, "G: responses sampled per prompt", min=2)
@@ -370,7 +370,7 @@ class GRPOConfig(EngineConfig):
 @dataclass
 class EvalConfig:
     """Held-out world prompts, sampled and judged by the oracle (``alignkit eval``)."""
-    categories: list = param([], "task categories to evaluate (empty = all)")
+    categories: list[str] = param([], "task categories to evaluate (empty = all)")
     n_per_category: int = param(40, "held-out prompts per category (at most the world's heldout_per_category)",
                                 min=1)
     max_new_tokens: int = param(48, "tokens sampled per response", min=1)
@@ -394,7 +394,8 @@ class BonConfig:
     model: str = param("", "policy dir (e.g. runs/demo/sft/model)")
     rm: str = param("", "reward-model dir (e.g. runs/demo/rm/model)")
     out: str = param("runs/bon", "output dir: summary.json, curve.jsonl, best_of_<n>/samples.jsonl")
-    n: list = param([1, 2, 4, 8, 16], "values of n (the largest is sampled; smaller n use its first samples)")
+    n: list[int] = param([1, 2, 4, 8, 16], "values of n (the largest is sampled; smaller n use its first samples)",
+                         min=1)
     batch_size: int = param(64, "sequences per generation / scoring batch", min=1)
     device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
     overwrite: bool = param(False, "replace what an earlier run wrote in `out`")
@@ -441,13 +442,13 @@ class RunConfig:
     rm: RMConfig = section(RMConfig, "reward model on the collected rankings (model and data are set by the run)")
     rm_prior: bool = param(True, "the reward model adds the SFT model's surprise at the response (rm.prior = the "
                            "SFT model; see `alignkit rm --help`)")
-    rm_curve: list = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a reward "
-                           "model on pairs and one on rankings per count (empty = no curve)")
+    rm_curve: list[int] = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a "
+                                "reward model on pairs and one on rankings per count (empty = no curve)", min=2)
     rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)
     bon: BonConfig = section(BonConfig, "best-of-n with the reward model (model, rm and eval are set by the run)")
     dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
-    dpo_betas: list = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the reward-vs-KL "
-                            "frontier (empty = none)")
+    dpo_betas: list[float] = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the "
+                                   "reward-vs-KL frontier (empty = none)", gt=0)
     dpo_rounds: int = param(1, "DPO rounds: each after the first collects preferences (prefs's keys, heldout_k 0, "
                             "seed = round − 1) on the previous round's answers and trains the next round from that "
                             "policy, its reference (dpo's keys); evaluated as dpo_round_<r>", min=1)
@@ -460,7 +461,7 @@ class RunConfig:
                                "reward and out are set by the run); its keys also drive the verifiable-reward run")
     grpo_checker: str = param("alignkit.world.checkers:arithmetic", "reward of the verifiable-reward GRPO run "
                               "(empty = no such run)")
-    grpo_checker_categories: list = param(["arithmetic"], "world categories of the verifiable-reward GRPO run")
+    grpo_checker_categories: list[str] = param(["arithmetic"], "world categories of the verifiable-reward GRPO run")
     grpo_checker_draws: int = param(4, "samples per held-out prompt when the verifiable-reward run's accuracy is "
                                     "measured (SFT before, the trained policy after)", min=1)
     run_grpo: bool = param(True, "train and evaluate GRPO (with the reward model, and with the checker)")
@@ -590,11 +591,12 @@ def _check(f: dataclasses.Field, typ: Any, value: Any, key: str, origin: str) ->
     bad = None
     if m.get("choices") is not None and value not in m["choices"]:
         bad = f"one of {', '.join(map(str, m['choices']))}"
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        too_low = (m.get("min") is not None and value < m["min"]) or (m.get("gt") is not None and value <= m["gt"])
-        too_high = m.get("max") is not None and value > m["max"]
-        if too_low or too_high:
-            bad = _allowed(f)
+    else:  # bounds apply to a number, and to each number of a list
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                too_low = (m.get("min") is not None and v < m["min"]) or (m.get("gt") is not None and v <= m["gt"])
+                if too_low or (m.get("max") is not None and v > m["max"]):
+                    bad = _allowed(f) + (" each" if isinstance(value, list) else "")
     if bad:
         raise ConfigError(f"key '{key}'{origin} must be {bad}, got {value!r}")
     return value
@@ -628,11 +630,20 @@ def _coerce(typ: Any, value: Any, key: str, origin: str) -> Any:
         value = str(value) if ok else value
     elif base is list:
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [_parse_scalar(v.strip()) for v in value.split(",") if v.strip()]
         ok = isinstance(value, list)
+        (item,) = typing.get_args(typ) or (None,)
+        if ok and item is not None:  # list[int] etc.: each element checked (and coerced) like a key of that type
+            try:
+                value = [_coerce(item, v, key, origin) for v in value]
+            except ConfigError:
+                raise ConfigError(f"key '{key}'{origin} must be a list of {_PLURAL[item]}, got {value!r}") from None
     if not ok:
         raise ConfigError(f"key '{key}'{origin} must be {want.get(base, str(base))}, got {value!r}")
     return value
+
+
+_PLURAL = {int: "integers", float: "finite numbers", str: "strings", bool: "true or false values"}
 
 
 def _allowed(f: dataclasses.Field) -> str:

@@ -231,6 +231,26 @@ def check_run_keys(cfg: RunConfig, default: RunConfig) -> None:
                                   f"runs/<name>/); to choose it, run the stage by itself: alignkit {section} ...")
 
 
+def check_run_values(cfg: RunConfig) -> None:
+    """Refuse, in one line and before any work, values that a stage of the run would only refuse when it
+    starts, after pretraining and SFT: unknown categories, PPO snapshots beyond its steps, a checker that does
+    not import."""
+    from alignkit.rollout.rewards import parse_reward
+    from alignkit.world import CATEGORIES
+
+    for key, categories in (("eval.categories", cfg.eval.categories), ("grpo.categories", cfg.grpo.categories),
+                            ("grpo_checker_categories", cfg.grpo_checker_categories)):
+        if unknown := [c for c in categories if c not in CATEGORIES]:
+            raise ConfigError(f"{key}: unknown categories {unknown}; allowed: {', '.join(CATEGORIES)}")
+    if bad := [s for s in cfg.ppo.snapshots if s > cfg.ppo.steps]:
+        raise ConfigError(f"ppo.snapshots: {bad} beyond ppo.steps={cfg.ppo.steps}")
+    if cfg.run_grpo and cfg.grpo_checker:
+        try:
+            parse_reward(cfg.grpo_checker)
+        except AlignkitError as e:
+            raise ConfigError(f"grpo_checker: {str(e).removeprefix('reward: ')}") from None
+
+
 def rm_config(cfg: RunConfig, run_dir: Path):
     """The run's reward-model stage: on the SFT model and the run's preferences, with the SFT model as the
     prior when ``rm_prior`` (also what ``benchmarks/rm_curve.py`` retrains)."""

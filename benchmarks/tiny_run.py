@@ -21,6 +21,7 @@ median.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -31,6 +32,8 @@ WALL_TARGET_S = 840.0  # 15 minutes for `make run` on a fresh clone, less about 
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args()  # no options: --help shows this text, anything else is refused
     name = f"bench-{int(time.time())}"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "alignkit", "run", "--preset", "tiny", f"name={name}",

@@ -10,6 +10,7 @@ missed.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def median_seconds(fn, runs: int = 5) -> float:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from alignkit.data.sources import load_records, write_jsonl
     from alignkit.world import build_world
 

@@ -68,6 +68,40 @@ def test_run_refuses_the_stage_keys_it_sets(override, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("override, message", [
+    ("rm_curve=[abc]", "key 'rm_curve' must be a list of integers, got ['abc']"),
+    ("rm_curve=[1.5]", "key 'rm_curve' must be a list of integers, got [1.5]"),
+    ("rm_curve=[100, 1]", "key 'rm_curve' must be >= 2 each, got [100, 1]"),
+    ("dpo_betas=[x]", "key 'dpo_betas' must be a list of finite numbers, got ['x']"),
+    ("dpo_betas=[-1]", "key 'dpo_betas' must be > 0 each, got [-1.0]"),
+    ("bon.n=[0]", "key 'bon.n' must be >= 1 each, got [0]"),
+    ("ppo.snapshots=[abc]", "key 'ppo.snapshots' must be a list of integers, got ['abc']"),
+])
+def test_list_elements_are_checked(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(RunConfig, overrides=[override])
+    assert message in str(e.value)
+
+
+def test_typed_lists_read_numbers_and_comma_lists():
+    cfg = load_config(RunConfig, overrides=["dpo_betas=[1, 0.5]", "rm_curve=10,20", "eval.categories=fact,story"])
+    assert cfg.dpo_betas == [1.0, 0.5] and isinstance(cfg.dpo_betas[0], float)
+    assert cfg.rm_curve == [10, 20] and cfg.eval.categories == ["fact", "story"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.categories=[nosuch]", "eval.categories: unknown categories ['nosuch']"),
+    ("grpo_checker_categories=[nosuch]", "grpo_checker_categories: unknown categories ['nosuch']"),
+    ("ppo.snapshots=[99]", "ppo.snapshots: [99] beyond ppo.steps="),
+    ("grpo_checker=nosuch_module_xyz:f", "grpo_checker: "),
+])
+def test_run_checks_stage_values_before_any_work(override, message, tmp_path, capsys):
+    assert main(["run", "--preset", "smoke", f"runs_dir={tmp_path}", override]) == 2
+    err = capsys.readouterr().err
+    assert f"alignkit: error: {message}" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_help_lists_keys(capsys):
     with pytest.raises(SystemExit) as e:
         main(["pretrain", "--help"])

@@ -79,19 +79,25 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> None:
     from alignkit import pipeline
 
-    base: dict = {"preset": args.preset}
-    run_keys = preset_file(args.preset, "run")  # top-level keys of the run, e.g. rm_curve
-    if run_keys.is_file():
-        base.update(read_yaml(run_keys))
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo", "ppo", "grpo"):
-        path = preset_file(args.preset, stage)
-        if path.is_file():
-            base[stage] = read_yaml(path)
+    base = run_preset(args.preset)
     cfg = load_config(RunConfig, config_file=args.config, overrides=args.overrides, base=copy.deepcopy(base))
     pipeline.check_run_keys(cfg, load_config(RunConfig, base=base))
     pipeline.check_run_values(cfg)
     summary = pipeline.run(cfg)
     pipeline.print_table(summary)
+
+
+def run_preset(preset: str) -> dict:
+    """The keys `alignkit run --preset PRESET` starts from: the preset's run.yaml and each stage's YAML."""
+    base: dict = {"preset": preset}
+    run_keys = preset_file(preset, "run")  # top-level keys of the run, e.g. rm_curve
+    if run_keys.is_file():
+        base.update(read_yaml(run_keys))
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "bon", "dpo", "ppo", "grpo"):
+        path = preset_file(preset, stage)
+        if path.is_file():
+            base[stage] = read_yaml(path)
+    return base
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -176,7 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from alignkit.eval.harness import evaluate_dirs, format_table
     from alignkit.world import build_world
 
-    cfg = load_config(EvalConfig, config_file=args.config, overrides=args.overrides)
+    cfg = load_config(EvalConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "eval"))
     world = build_world(**asdict(load_config(WorldConfig, config_file=args.world_config)))
     summary = evaluate_dirs(args.model, world, cfg, reference_dir=args.reference, mode=cfg.mode,
                             reference_samples=args.reference_samples)
@@ -258,8 +264,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a chat assistant the way ChatGPT was built: pretrain → SFT → reward model → "
                     "PPO / DPO / GRPO. Runs on a laptop CPU with the built-in world, and on your own "
                     "Hugging Face models.",
-        epilog="Every command takes --config FILE.yaml and key=value overrides; `alignkit <command> --help` "
-               "lists its keys with defaults.",
+        epilog="Every command with keys takes --config FILE.yaml and key=value overrides, and all but chat and "
+               "generate --preset NAME; report, merge and world take only their own options. `alignkit <command> "
+               "--help` lists its keys with defaults.",
     )
     sub = parser.add_subparsers(title="commands", metavar="<command>")
 
@@ -268,7 +275,10 @@ def _parser() -> argparse.ArgumentParser:
                  "Stages: world → tokenizer → pretrain → sft, then eval (base zero-shot, base few-shot, SFT), prefs "
                  "→ rm (+ rm_curve) → bon, ppo, ppo_ptx, grpo; prefs → dpo (+ the β sweep); grpo with a checker — "
                  "independent ones side by side in `workers` processes — and runs/<name>/report.html. "
-                 "A stage whose config and inputs are unchanged is skipped; an interrupted one resumes.")
+                 "A stage whose config and inputs are unchanged is skipped; an interrupted one resumes.",
+                 values=load_config(RunConfig, base=run_preset("tiny")),
+                 header="keys (key=value of the tiny preset, the default  meaning [allowed]; the smoke and small "
+                        "presets set other values)")
     p.add_argument("--preset", default="tiny", help="preset from alignkit/configs/: smoke (the whole recipe in "
                    "seconds, for tests), tiny (the laptop CPU default), small (a 27M-parameter model for one GPU); "
                    "default: tiny")
@@ -310,7 +320,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _command(sub, "ppo", "RLHF with PPO: the policy against a reward model, per-token KL penalty to the SFT "
                  "model, GAE, clipping; optional PPO-ptx", PPOConfig,
                  "Prompts: the built-in world's train prompts or {prompt, ...} records. Reward: the reward model, a "
-                 "Python function, or the world oracle (a ceiling experiment). Writes out/model, out/value, "
+                 "Python function, or the world oracle (a ceiling experiment). Writes out/model, the critic (out/value, or "
+                 "out/value_head.safetensors with value_model=shared), "
                  "metrics.jsonl (reward, gold, KL, β, losses, clip fractions per iteration), summary.json "
                  "(resume with resume=true).")
     _world_options(p)
@@ -333,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _command(sub, "eval", "sample held-out world prompts and judge them with the oracle", EvalConfig,
                  "Reports gold reward, category rates, and with --reference the win rate (95% CI) and "
                  "KL(model || reference). Writes summary.json and samples.jsonl.")
+    p.add_argument("--preset", default=None, help="start from alignkit/configs/<preset>/eval.yaml")
     p.add_argument("--model", required=True, help="Hugging Face causal-LM directory to evaluate")
     p.add_argument("--reference", default=None, help="model dir to compare against (e.g. the SFT model)")
     p.add_argument("--reference-samples", default=None, metavar="FILE",
@@ -388,9 +400,10 @@ def _world_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
 
 
-def _command(sub, name: str, help: str, schema: type, details: str) -> argparse.ArgumentParser:
+def _command(sub, name: str, help: str, schema: type, details: str, values=None,
+             header: str = "keys (key=default  meaning [allowed])") -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=f"{help}. {details}".strip(),
-                       epilog=f"keys (key=default  meaning [allowed]):\n{describe(schema)}",
+                       epilog=f"{header}:\n{describe(schema, values=values)}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="YAML file of keys (overridden by key=value)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=USAGE_KEYS)

@@ -97,7 +97,8 @@ class PretrainConfig(EngineConfig):
     """Next-token prediction from scratch (or continued) on packed documents."""
     # inputs / outputs
     data: str = param("world", "'world' for the built-in corpus, or a JSONL/Parquet/datasets dir of {text} records")
-    tokenizer: str = param("", "tokenizer dir (required unless `model` is given)")
+    tokenizer: str = param("", "tokenizer dir of a new model (empty = a BPE trained on the corpus into "
+                           "out/tokenizer); with `model`, the model's own is used")
     model: str = param("", "HF causal-LM dir to continue from; empty = a new model built from `size`")
     out: str = param("runs/pretrain", "output dir: model/, state/, metrics.jsonl, summary.json")
     # model built from config when `model` is empty
@@ -194,7 +195,7 @@ class RMConfig(EngineConfig):
                            "(InstructGPT: every pair of a prompt); pairs are Bradley-Terry either way",
                            choices=("plackett_luce", "all_pairs"))
     tie_model: str = param("rao_kupper", "how tied responses count with all_pairs: rao_kupper, davidson, or none "
-                           "(tied pairs skipped, tie labels dropped); plackett_luce uses Breslow's tied groups",
+                           "(tied pairs skipped); plackett_luce uses Breslow's tied groups; none drops tie labels under either",
                            choices=("rao_kupper", "davidson", "none"))
     both_bad: str = param("drop", "both_bad labels: drop them, or count them as a tie", choices=("drop", "tie"))
     center_coef: float = param(0.01, "reward centring: coef · (2 · mean reward of a prompt)² (Eisenstein et al. "
@@ -317,7 +318,6 @@ class PPOConfig(EngineConfig):
     lr: float = param(1e-5, "learning rate of the policy (AdamW, linear decay to 0)", gt=0)
     value_lr: float = param(5e-5, "learning rate of the value model", gt=0)
     # bookkeeping
-    eval_every: int = param(10, "iterations between logs of the gold reward (world prompts only)", min=1)
     snapshots: list[int] = param([], "iterations after which the policy is also saved to out/snapshots/step-<n>/model "
                                  "(`alignkit run` evaluates them: the reward-vs-KL path along training)", min=1)
     seed: int = param(0, "seed for the prompt order and sampling", min=0)
@@ -331,7 +331,7 @@ class GRPOConfig(EngineConfig):
                        "reference")
     rm: str = param("", "reward-model dir from `alignkit rm` (needed by the 'rm' reward)")
     reward: str = param("rm", "reward: rm, oracle (a ceiling experiment), module:function — e.g. "
-                        "alignkit.world.checkers:arithmetic — or a weighted sum such as 'rm + checkers'")
+                        "alignkit.world.checkers:arithmetic — or a weighted sum such as 'rm + alignkit.world.checkers:ending'")
     prompts: str = param("world", "'world' for the built-in train prompts, or a JSONL/Parquet/datasets dir of "
                          "{prompt, ...} records (the other fields go to reward functions)")
     categories: list[str] = param([], "world prompts: only these task categories (empty = all)")
@@ -393,7 +393,7 @@ class BonConfig:
     """Best-of-n: sample n responses per held-out prompt, keep the one the reward model scores highest."""
     model: str = param("", "policy dir (e.g. runs/demo/sft/model)")
     rm: str = param("", "reward-model dir (e.g. runs/demo/rm/model)")
-    out: str = param("runs/bon", "output dir: summary.json, curve.jsonl, best_of_<n>/samples.jsonl")
+    out: str = param("runs/bon", "output dir: summary.json (with the curve over n) and best_of_<largest n>/samples.jsonl")
     n: list[int] = param([1, 2, 4, 8, 16], "values of n (the largest is sampled; smaller n use its first samples)",
                          min=1)
     batch_size: int = param(64, "sequences per generation / scoring batch", min=1)
@@ -527,16 +527,21 @@ def dump_yaml(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
-def describe(cls: type, prefix: str = "") -> str:
-    """One line per key: name, default, help, allowed values (used by ``--help``)."""
+def describe(cls: type, prefix: str = "", values: Any = None) -> str:
+    """One line per key: name, default (or its value in ``values``, a ``cls`` such as a preset's), help, allowed
+    values (used by ``--help``)."""
     lines = []
     own = cls.__dict__.get("__annotations__", {})
     for f in sorted(fields(cls), key=lambda f: f.name not in own):  # the stage's own keys first
         if f.metadata.get("section"):
             lines.append(f"  [{prefix}{f.name}]  {f.metadata['help']}")
-            lines.append(describe(f.default_factory, prefix=f"{prefix}{f.name}."))
+            lines.append(describe(f.default_factory, prefix=f"{prefix}{f.name}.",
+                                  values=getattr(values, f.name) if values is not None else None))
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()
+        if values is not None:
+            default = getattr(values, f.name)
+        else:
+            default = f.default if f.default is not MISSING else f.default_factory()
         allowed = _allowed(f)
         lines.append(f"  {prefix}{f.name}={default!r}  {f.metadata.get('help', '')}"
                      + (f" [{allowed}]" if allowed else ""))

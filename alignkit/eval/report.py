@@ -93,8 +93,9 @@ def read_summary(run_dir: Path) -> dict:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise AlignkitError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(summary, dict):
-        raise AlignkitError(f"{path}: expected a JSON object with 'stages' and 'models'")
+    if not isinstance(summary, dict) or not {"stages", "models"} <= summary.keys():
+        raise AlignkitError(f"{path}: not the summary of an `alignkit run` (no 'stages' and 'models'; a single "
+                            "stage's folder has no report)")
     return summary
 
 

@@ -60,6 +60,8 @@ def run(cfg: GRPOConfig, world=None, *, stop_after: int | None = None) -> dict:
 
     if not cfg.model:
         raise AlignkitError("grpo needs model=DIR (the policy to start from, e.g. runs/demo/sft/model)")
+    if cfg.dtype != "float32":
+        raise AlignkitError(f"grpo trains in float32 only (it has no autocast yet); drop dtype={cfg.dtype}")
     if "rm" in [name for _, name in parse_reward(cfg.reward)] and not cfg.rm:
         raise AlignkitError("grpo needs rm=DIR (a reward model from `alignkit rm`) for reward=rm")
     if cfg.prompts == "world" and world is None:

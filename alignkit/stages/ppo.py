@@ -78,6 +78,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
 
     if not cfg.model:
         raise AlignkitError("ppo needs model=DIR (the policy to start from, e.g. runs/demo/sft/model)")
+    if cfg.dtype != "float32":
+        raise AlignkitError(f"ppo trains in float32 only (it has no autocast yet); drop dtype={cfg.dtype}")
     bad = [s for s in cfg.snapshots if not (isinstance(s, int) and 1 <= s <= cfg.steps)]
     if bad:
         raise AlignkitError(f"snapshots={list(cfg.snapshots)}: each must be an iteration in 1..steps={cfg.steps}")

@@ -137,6 +137,9 @@ def test_unknown_world_category_is_a_one_line_error(dirs, tmp_path):
     with pytest.raises(AlignkitError, match="categories: unknown categories"):
         grpo.run(_cfg(dirs, tmp_path / "x", prompts="world", categories=["nope"]))
     assert not (tmp_path / "x").exists()
+    with pytest.raises(AlignkitError, match="grpo trains in float32 only"):  # not silently fp32
+        grpo.run(_cfg(dirs, tmp_path / "w", dtype="bfloat16"))
+    assert not (tmp_path / "w").exists()
 
 
 def test_world_checkers():

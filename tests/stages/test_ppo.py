@@ -121,6 +121,9 @@ def test_bad_reward_specs_are_one_line_errors(dirs, tmp_path):
     with pytest.raises(AlignkitError, match="snapshots"):
         ppo.run(_cfg(dirs, tmp_path / "z", snapshots=[0, 4]))
     assert not (tmp_path / "z").exists()
+    with pytest.raises(AlignkitError, match="ppo trains in float32 only"):  # not silently fp32
+        ppo.run(_cfg(dirs, tmp_path / "w", dtype="bfloat16"))
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_reward_module_in_the_current_directory_is_found(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from alignkit.cli import main
-from alignkit.config import PretrainConfig, RunConfig, load_config, preset_file
+from alignkit.config import PretrainConfig, RunConfig, load_config, preset_file, read_yaml
 from alignkit.errors import ConfigError
 
 
@@ -108,6 +108,20 @@ def test_help_lists_keys(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "max_steps=300" in text and "resume=False" in text
+
+
+def test_run_help_shows_the_tiny_presets_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    tiny = read_yaml(preset_file("tiny", "pretrain"))["max_steps"]
+    assert tiny != PretrainConfig().max_steps and f"pretrain.max_steps={tiny}  " in text
+    assert "dpo.loss='listwise'" in text and "keys (key=value of the tiny preset" in text
+
+
+def test_eval_takes_a_preset(capsys):
+    assert main(["eval", "--preset", "nope", "--model", "x"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
 
 
 def test_every_preset_loads_as_alignkit_run_builds_it(monkeypatch, capsys):

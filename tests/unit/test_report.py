@@ -147,6 +147,11 @@ def test_a_directory_that_is_not_a_finished_run_is_a_one_line_error(tmp_path, ca
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(AlignkitError, match="not valid JSON"):
         write_report(tmp_path)
+    for stage_summary in ({}, {"steps": 3, "curve": []}):  # e.g. a bon or ppo folder: no report, nothing written
+        (tmp_path / "summary.json").write_text(json.dumps(stage_summary))
+        with pytest.raises(AlignkitError, match="not the summary of an `alignkit run`"):
+            write_report(tmp_path)
+        assert not (tmp_path / "report.html").exists()
 
     from alignkit.cli import main
 

@@ -44,8 +44,8 @@ from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import begin_training, disable_dropout, resolve_device
+from alignkit.training.order import EpochOrder, check_split, split_heldout, steps_for
+from alignkit.training.setup import begin_training, disable_dropout, open_out_dir, resolve_device
 
 RANKING_LOSSES = {"listwise": listwise_dpo, "all_pairs": all_pairs_dpo}
 
@@ -88,8 +88,10 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     if len(groups) < 2:
         raise AlignkitError(f"{cfg.data}: fewer than 2 usable comparisons (tie and both_bad labels are skipped; "
                             f"{cut} records have responses that are the same within max_length={cfg.max_length})")
-    ref_seconds = ref_logps(groups, cfg, tokenizer, out, device, policy=model)
     train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed, keys=keys)
+    check_split(cfg.data, train, keys)
+    open_out_dir(out, cfg)
+    ref_seconds = ref_logps(groups, cfg, tokenizer, out, device, policy=model)  # filled in place: train's too
     steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
     per_step = cfg.batch_size * cfg.grad_accum

@@ -48,7 +48,7 @@ from alignkit.training.checkpoint import latest_state, load_state, save_state, w
 from alignkit.training.logging import MetricsLog, fmt, info, progress_bar
 from alignkit.training.optim import build_rl_optimizer, trainable
 from alignkit.training.order import EpochOrder
-from alignkit.training.setup import begin_training, disable_dropout, resolve_device
+from alignkit.training.setup import begin_training, disable_dropout, open_out_dir, resolve_device
 
 REFILL_ROUNDS = 3
 
@@ -86,6 +86,7 @@ def run(cfg: GRPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     begin_training(out, cfg)
     policy = maybe_lora(policy, cfg)
     disable_dropout(policy)
+    open_out_dir(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
 
     responses_per_step = cfg.prompts_per_step * cfg.group_size

@@ -67,7 +67,7 @@ from alignkit.training.checkpoint import latest_state, save_pretrained_atomic, w
 from alignkit.training.logging import MetricsLog, fmt, info, progress_bar
 from alignkit.training.optim import build_rl_optimizer, trainable
 from alignkit.training.order import EpochOrder
-from alignkit.training.setup import begin_training, disable_dropout, resolve_device
+from alignkit.training.setup import begin_training, disable_dropout, open_out_dir, resolve_device
 
 
 def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
@@ -106,6 +106,7 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     if cfg.value_model == "rm" and not same_vocabulary(rm_tokenizer, tokenizer):
         raise AlignkitError(f"value_model=rm: the reward model {cfg.rm} has another tokenizer than the policy "
                             f"{cfg.model}, and the critic reads the policy's token ids; use value_model=policy or shared")
+    begin_training(out, cfg)  # the seed, before the LoRA adapters are drawn
     if cfg.lora:
         policy, reference = add_lora(policy, cfg), None
     else:
@@ -124,7 +125,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
         if m is not None and not isinstance(m, ValueHead):
             disable_dropout(m)
     terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=judge, normalized=cfg.normalize_reward)
-    begin_training(out, cfg)
+    torch.manual_seed(cfg.seed)  # what follows draws the same numbers whichever critic was built above
+    open_out_dir(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
 
     # optimisation state: one AdamW over both models (policy and value learning rates), linear decay to 0

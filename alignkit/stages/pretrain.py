@@ -28,12 +28,13 @@ from alignkit.data.collators import pack_documents
 from alignkit.errors import AlignkitError
 from alignkit.models.load import count_params
 from alignkit.models.lora import maybe_lora, save_trained
+from alignkit.models.tokenizer import save_tokenizer
 from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder
-from alignkit.training.setup import begin_training, resolve_device
+from alignkit.training.setup import begin_training, open_out_dir, resolve_device
 
 
 def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
@@ -47,9 +48,12 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
     begin_training(out, cfg)
 
     # 1. data: documents → tokenizer → packed blocks, train / held-out split by document
-    model, tokenizer = _model_and_tokenizer(cfg, docs, out, device)
+    model, tokenizer = _model_and_tokenizer(cfg, docs, device)
     train_blocks, heldout_blocks = _tokenize_and_pack(docs, tokenizer, cfg)
     model = maybe_lora(model, cfg)
+    open_out_dir(out, cfg)
+    if not cfg.model and not cfg.tokenizer:  # the BPE trained on the corpus
+        save_tokenizer(tokenizer, out / "tokenizer")
     info(f"pretrain: {len(docs)} documents → {len(train_blocks['input_ids'])} train / "
          f"{len(heldout_blocks['input_ids'])} held-out blocks of {cfg.block_size} tokens")
     dump_yaml(cfg, out / "config.yaml")
@@ -116,9 +120,9 @@ def load_documents(data: str) -> list[str]:
     return docs
 
 
-def _model_and_tokenizer(cfg: PretrainConfig, docs: list[str], out: Path, device: torch.device):
+def _model_and_tokenizer(cfg: PretrainConfig, docs: list[str], device: torch.device):
     from alignkit.models.load import build_config, load_model, new_model
-    from alignkit.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from alignkit.models.tokenizer import load_tokenizer, train_tokenizer
 
     if cfg.model:
         return load_model(cfg.model, device=str(device))
@@ -128,7 +132,6 @@ def _model_and_tokenizer(cfg: PretrainConfig, docs: list[str], out: Path, device
         tcfg = TokenizerConfig()
         info(f"pretrain: no tokenizer given; training a {tcfg.vocab_size}-token BPE on the corpus")
         tokenizer = train_tokenizer(docs, vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency)
-        save_tokenizer(tokenizer, out / "tokenizer")
     model = new_model(build_config(cfg.arch, cfg.size, tokenizer), seed=cfg.seed)
     return model.to(device), tokenizer
 

@@ -62,8 +62,8 @@ from alignkit.training.checkpoint import write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
-from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import begin_training, resolve_device
+from alignkit.training.order import EpochOrder, check_split, split_heldout, steps_for
+from alignkit.training.setup import begin_training, open_out_dir, resolve_device
 
 OBJECTIVES = {"plackett_luce": plackett_luce, "all_pairs": all_pairs}
 
@@ -114,11 +114,13 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
                             f"are the same within max_length={cfg.max_length})")
     keys = [prompt_key(r) for r, _ in kept]  # a prompt's comparisons all on one side of the split
     train, val = split_heldout(groups, cfg.heldout_fraction, seed=cfg.seed, keys=keys)
+    check_split(cfg.data, train, keys)
     per_step = cfg.batch_size * cfg.grad_accum
     steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
     n_seqs = sum(len(g.places) for g in train)
     info(f"rm: {len(train)} train / {len(val)} validation prompts, {n_seqs:,} responses; {steps} steps")
+    open_out_dir(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
 
     # 2. optimisation on the shared loop: one step = batch_size · grad_accum prompts

@@ -34,7 +34,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import begin_training, resolve_device
+from alignkit.training.setup import begin_training, open_out_dir, resolve_device
 
 
 def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
@@ -65,6 +65,7 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     cfg = replace(cfg, max_steps=steps)
     n_targets = sum(sum(label >= 0 for label in e["labels"]) for e in train)
     info(f"sft: {len(train)} train / {len(val)} validation examples, {n_targets:,} assistant tokens; {steps} steps")
+    open_out_dir(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
 
     # 2. optimisation on the shared loop

@@ -43,6 +43,16 @@ def split_heldout(items: list, fraction: float, *, seed: int, keys: list | None 
             [item for i in order[:n_val] for item in members[distinct[i]]])
 
 
+def check_split(source: str, train: list, keys: list) -> None:
+    """One line instead of a stage with nothing to train on: :func:`split_heldout` holds out whole prompts, so
+    data whose comparisons all share one prompt has none left for training."""
+    if not train:
+        from alignkit.errors import AlignkitError
+
+        raise AlignkitError(f"{source}: all {len(keys)} comparisons have the same prompt, and validation takes whole "
+                            "prompts: at least 2 distinct prompts are needed")
+
+
 def steps_for(cfg, n_train: int) -> int:
     """``cfg.max_steps``, or enough optimizer steps for ``cfg.epochs`` passes over ``n_train`` examples."""
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_train / (cfg.batch_size * cfg.grad_accum)))

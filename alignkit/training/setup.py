@@ -20,17 +20,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_out_dir(out: Path, *, resume: bool | None, overwrite: bool) -> None:
+def check_out_dir(out: Path, *, resume: bool | None, overwrite: bool) -> bool:
     """Never overwrite a run by accident: an existing run needs ``resume`` or ``overwrite`` (``resume=None``:
-    a stage that cannot resume)."""
+    a stage that cannot resume). Writes nothing; True when ``out`` holds a run that ``overwrite`` replaces."""
     if out.exists() and not out.is_dir():
         raise AlignkitError(f"out={out} is a file, not a directory")
     existing = [p for p in ("summary.json", "state", "model") if (out / p).exists()]
-    if existing and not resume:
-        if not overwrite:
-            how = "pass resume=true to continue it, overwrite=true" if resume is not None else "pass overwrite=true"
-            raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); {how} to replace it, or another "
-                                "out=")
+    if existing and not resume and not overwrite:
+        how = "pass resume=true to continue it, overwrite=true" if resume is not None else "pass overwrite=true"
+        raise AlignkitError(f"{out} already holds a run ({', '.join(existing)}); {how} to replace it, or another out=")
+    return bool(existing) and not resume
+
+
+def prepare_out_dir(out: Path, *, resume: bool | None, overwrite: bool) -> None:
+    """:func:`check_out_dir`, then replace the run it found (``overwrite``) and create ``out``."""
+    if check_out_dir(out, resume=resume, overwrite=overwrite):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -42,17 +46,25 @@ RESUME_INPUTS = ("model", "tokenizer", "arch", "size", "data", "ref_model", "rm"
 
 
 def begin_training(out: Path, cfg) -> None:
-    """A training stage's start, after its inputs are validated: the output dir (never overwritten by
-    accident; resumed only with the inputs it was started with), torch's thread count (``cfg.threads``,
-    0 = leave) and the seed."""
+    """A training stage's start, before anything random (a LoRA's initialisation) and without writing: the
+    checks of the output dir (never overwritten by accident; resumed only with the inputs it was started
+    with), torch's thread count (``cfg.threads``, 0 = leave) and the seed. The stage calls
+    :func:`open_out_dir` when its inputs have passed every check, right before its first write."""
     if cfg.resume and cfg.overwrite:
         raise AlignkitError("resume=true continues the run in out, overwrite=true replaces it: pass one of them")
     if cfg.resume:
         check_resume_inputs(out, cfg)
-    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    check_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+
+
+def open_out_dir(out: Path, cfg) -> None:
+    """The output dir, right before a training stage's first write: a run that ``overwrite=true`` replaces is
+    removed only now, once bad data, a bad LoRA target or a failing chat template has had its chance to stop
+    the stage."""
+    prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
 
 
 def check_resume_inputs(out: Path, cfg) -> None:

@@ -90,6 +90,19 @@ def test_a_reference_on_another_tokenizer_is_refused(tmp_path, policy_dir, data)
     assert not (tmp_path / "dpo").exists()
 
 
+def test_input_errors_leave_the_run_that_overwrite_would_replace(tmp_path, policy_dir, data):
+    """overwrite=true removes an earlier run only once the new inputs have passed every check."""
+    out = tmp_path / "dpo"
+    dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out, max_steps=1))
+    before = sorted(p.name for p in out.iterdir())
+    write_jsonl(tmp_path / "one_prompt.jsonl", [{**p, "prompt": "q"} for p in PAIRS[:6]])
+    with pytest.raises(AlignkitError, match="all 6 comparisons have the same prompt"):  # was a ZeroDivisionError
+        dpo.run(_cfg(policy_dir, tmp_path / "one_prompt.jsonl", out, overwrite=True))
+    with pytest.raises(AlignkitError, match="lora"):
+        dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out, overwrite=True, lora=True, lora_targets="no_such_proj"))
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "model").is_dir()
+
+
 def test_dpo_starts_at_log_2_and_learns_the_preference(tmp_path, policy_dir, data):
     summary = dpo.run(_cfg(policy_dir, data / "pairs.jsonl", tmp_path / "dpo", max_steps=15, eval_every=15))
     rows = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]

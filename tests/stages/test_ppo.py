@@ -148,6 +148,18 @@ def test_ppo_with_lora_keeps_two_backbones_and_leaves_the_reward_model_alone(dir
         assert torch.equal(v, rm_before[k])
 
 
+def test_ppo_with_lora_is_the_same_run_twice(dirs, tmp_path):
+    """The adapters are drawn after the seed is set: the same seed gives the same run."""
+    for name in ("a", "b"):
+        ppo.run(_cfg(dirs, tmp_path / name, reward="rm", rm=str(dirs / "rm"), value_model="rm", lora=True, lora_r=4,
+                     steps=2))
+    for part in ("adapter", "value"):
+        a = load_file(tmp_path / "a" / part / "adapter_model.safetensors")
+        b = load_file(tmp_path / "b" / part / "adapter_model.safetensors")
+        for k in a:
+            assert torch.equal(a[k], b[k]), (part, k)
+
+
 def test_ppo_ptx_mixes_a_pretraining_loss_from_user_text(dirs, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(dirs))
     write_jsonl(tmp_path / "text.jsonl", [{"text": f"{a} plus {b} is {a + b}. It is {a}."} for a in range(9)

@@ -161,6 +161,12 @@ def test_rm_bad_data_is_one_line_and_writes_nothing(tmp_path, backbone, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and err.count("prior=") == 1 and "no-lm" in err
     assert not out.exists()
+    one = tmp_path / "one_prompt.jsonl"  # validation takes whole prompts: one prompt leaves nothing to train on
+    one.write_text("".join(json.dumps({**p, "prompt": "q"}) + "\n" for p in PAIRS[:6]))
+    code = main(["rm", f"model={backbone['qwen2']}", f"data={one}", f"out={out}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "all 6 comparisons have the same prompt" in err
+    assert not out.exists()
 
 
 def test_rm_with_lora_saves_an_adapter_and_a_normalised_merged_model(tmp_path, backbone, data):

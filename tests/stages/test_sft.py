@@ -96,6 +96,18 @@ def test_bad_rows_are_clear_errors(tmp_path, tokenizer):
         sft.run(SFTConfig(out=str(tmp_path / "o2")))
 
 
+
+def test_input_errors_leave_the_run_that_overwrite_would_replace(tmp_path, tokenizer, data):
+    base, out = _model_dir(tmp_path, "llama", tokenizer), tmp_path / "out"
+    sft.run(_cfg(base, data / "messages.jsonl", out))
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(AlignkitError, match="fewer than 2 examples with assistant tokens"):
+        sft.run(_cfg(base, data / "messages.jsonl", out, overwrite=True, max_length=4))
+    with pytest.raises(AlignkitError, match="lora"):
+        sft.run(_cfg(base, data / "messages.jsonl", out, overwrite=True, lora=True, lora_targets="no_such_proj"))
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "model").is_dir()
+
+
 def test_sft_with_lora_writes_an_adapter_and_the_merged_model_and_resumes(tmp_path, data, tokenizer):
     base = _model_dir(tmp_path, "llama", tokenizer)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

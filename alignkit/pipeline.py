@@ -238,6 +238,8 @@ def check_run_values(cfg: RunConfig) -> None:
     from alignkit.rollout.rewards import parse_reward
     from alignkit.world import CATEGORIES
 
+    if cfg.name in ("", ".", "..") or "/" in cfg.name or "\\" in cfg.name:
+        raise ConfigError(f"name={cfg.name!r}: the run's folder under runs_dir, so one plain folder name (e.g. demo)")
     for key, categories in (("eval.categories", cfg.eval.categories), ("grpo.categories", cfg.grpo.categories),
                             ("grpo_checker_categories", cfg.grpo_checker_categories)):
         if unknown := [c for c in categories if c not in CATEGORIES]:

@@ -33,6 +33,7 @@ from alignkit.errors import AlignkitError
 from alignkit.eval.metrics import category_rates, kl_k1, kl_k3, win_rate
 from alignkit.rollout.sampler import sample
 from alignkit.rollout.types import Samples
+from alignkit.training.logging import info
 
 MODES = ("chat", "zero_shot", "few_shot")
 BASE_STOP = ["\n\n"]
@@ -195,6 +196,9 @@ def evaluate_dirs(model_dir: str | Path, world, cfg: EvalConfig, *, reference_di
         if same_vocabulary(ref_tok, tokenizer):
             kl[reference_name] = kl_per_response(model, ref_model, run.samples, temperature=cfg.temperature,
                                               batch_size=cfg.batch_size)
+        else:
+            info(f"eval: no KL to {reference_dir}: its tokenizer is not the model's (KL compares the two models' "
+                 "next-token distributions over one vocabulary); the win rate is measured")
     summary = summarise(run, cfg, references=references, kl=kl)
     write_run(run, {**summary, "model": str(model_dir), "reference": str(reference_dir) if reference_dir else None,
                     "reference_samples": str(reference_samples) if stored is not None else None,

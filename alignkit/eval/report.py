@@ -96,6 +96,10 @@ def read_summary(run_dir: Path) -> dict:
     if not isinstance(summary, dict) or not {"stages", "models"} <= summary.keys():
         raise AlignkitError(f"{path}: not the summary of an `alignkit run` (no 'stages' and 'models'; a single "
                             "stage's folder has no report)")
+    for key in ("stages", "models"):
+        entries = summary[key]
+        if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+            raise AlignkitError(f"{path}: '{key}' must map each name to an object, as `alignkit run` writes it")
     return summary
 
 

@@ -67,26 +67,41 @@ EXTRAS_FILE = "alignkit_config.json"
 
 
 def save_lora(model, tokenizer, out: Path) -> None:
-    """``out/adapter`` (the PEFT adapter, the tokenizer, the generation config, :data:`CONFIG_EXTRAS` and the
-    base model's path relative to the adapter) and ``out/model`` (the merged full checkpoint) for a LoRA model."""
-    import json
-    import os
-
+    """``out/adapter`` (see :func:`save_adapter`) and ``out/model`` (the merged full checkpoint) for a LoRA model."""
     from alignkit.training.checkpoint import save_pretrained_atomic
 
     out = Path(out)
-    adapter = out / "adapter"
+    merged = save_adapter(model, tokenizer, out / "adapter", config_dir=out / "model")
+    save_pretrained_atomic(merged, tokenizer, out / "model")
+
+
+def save_adapter(model, tokenizer, adapter: Path, *, config_dir: Path):
+    """The PEFT adapter of ``model`` in ``adapter``, with the tokenizer, the generation config and
+    :data:`CONFIG_EXTRAS` (``alignkit_config.json``), so that merging it gives the stage's model again; returns the
+    merged copy. The base model's path is stored absolute in ``adapter_config.json`` (plain PEFT loads it from any
+    directory) and relative to the adapter in the extras (a moved run still merges); a reward model's prior,
+    relative to ``config_dir`` in the model's config, is stored relative to the adapter."""
+    import json
+    import os
+
+    adapter = Path(adapter)
     model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
     merged = merged_copy(model)
     extras = {k: getattr(merged.config, k) for k in CONFIG_EXTRAS if getattr(merged.config, k, None) is not None}
-    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if base and Path(base).is_dir():  # a local base, found from the adapter wherever the command runs
+    if "reward_prior" in extras:
+        prior = (Path(config_dir) / extras["reward_prior"]["model"]).resolve()
+        extras["reward_prior"] = {**extras["reward_prior"], "model": os.path.relpath(prior, adapter.resolve())}
+    peft_config = json.loads((adapter / "adapter_config.json").read_text())
+    base = peft_config.get("base_model_name_or_path")
+    if base and Path(base).is_dir():  # a local base, found wherever the command runs
         extras["base_model"] = os.path.relpath(Path(base).resolve(), adapter.resolve())
+        peft_config["base_model_name_or_path"] = str(Path(base).resolve())
+        (adapter / "adapter_config.json").write_text(json.dumps(peft_config, indent=2, sort_keys=True) + "\n")
     (adapter / EXTRAS_FILE).write_text(json.dumps(extras, indent=2) + "\n")
     if merged.can_generate():
         merged.generation_config.save_pretrained(str(adapter))
-    save_pretrained_atomic(merged, tokenizer, out / "model")
+    return merged
 
 
 def save_trained(model, tokenizer, out: Path) -> None:
@@ -144,7 +159,12 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, *, base: str | P
                                               local_files_only=True)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    try:
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as e:  # a base of another shape or architecture than the adapter's
+        first = " ".join(str(e).split())[:160]
+        raise AlignkitError(f"the adapter {adapter_dir} does not fit the base model {base} ({first}); pass the "
+                            "base it was trained on with --base DIR") from None
     _restore_extras(merged, extras, adapter_dir, Path(out_dir))
     with torch.no_grad():
         save_model(merged, tokenizer, out_dir)

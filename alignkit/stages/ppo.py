@@ -58,7 +58,7 @@ from alignkit.losses.ppo import (
 )
 from alignkit.losses.reduce import masked_mean
 from alignkit.models.logprobs import completion_logprobs, completion_logprobs_and_hidden
-from alignkit.models.lora import adapters_disabled, add_lora, save_trained
+from alignkit.models.lora import adapters_disabled, add_lora, save_adapter, save_trained
 from alignkit.models.tokenizer import same_vocabulary
 from alignkit.rollout.prompts import check_prompt_lengths, prompt_rows
 from alignkit.rollout.rewards import build_reward, parse_reward, total_reward
@@ -181,7 +181,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     if isinstance(value, ValueHead):
         save_file(value.state_dict(), str(out / "value_head.safetensors"))
     elif cfg.lora:
-        value.save_pretrained(str(out / "value"))  # the value model's adapter (and head)
+        # the value model's adapter (and head), with what `alignkit merge` needs to rebuild it
+        save_adapter(value, tokenizer, out / "value", config_dir=Path(cfg.rm if cfg.value_model == "rm" else cfg.model))
     else:
         save_pretrained_atomic(value, tokenizer, out / "value")
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]

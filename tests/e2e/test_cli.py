@@ -264,3 +264,18 @@ def test_preferences_are_collected_in_parts_and_merged(smoke_run):
     own = [json.loads((smoke_run / "prefs-parts" / str(i) / "summary.json").read_text()) for i in range(2)]
     assert summary["parts"] == 2 and summary["prompts"] == sum(s["prompts"] for s in own)
     assert summary["records"]["heldout"] == sum(s["records"]["heldout"] for s in own)
+
+
+def test_eval_says_why_a_reference_on_another_tokenizer_has_no_kl(smoke_run, tmp_path, capsys):
+    from alignkit.models.load import build_config, new_model, save_model
+    from alignkit.models.tokenizer import train_tokenizer
+
+    other = train_tokenizer(["Another corpus entirely, with other words."] * 3, vocab_size=300)
+    save_model(new_model(build_config("llama", "smoke", other), seed=0), other, tmp_path / "other")
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", str(smoke_run / "sft" / "model"), "--reference", str(tmp_path / "other"),
+                 "--world-config", str(PRESETS / "smoke" / "world.yaml"), f"out={out}", "n_per_category=1",
+                 "max_new_tokens=4", "progress=false"]) == 0
+    assert "eval: no KL to" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "win_rate_vs_reference" in summary and "kl_to_reference" not in summary

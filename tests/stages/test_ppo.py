@@ -144,6 +144,10 @@ def test_ppo_with_lora_keeps_two_backbones_and_leaves_the_reward_model_alone(dir
     assert rows[-1]["ppo/kl"] != 0
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "value" / "adapter_config.json").is_file()
     assert (out / "model" / "model.safetensors").is_file()  # merged
+    assert (out / "value" / "alignkit_config.json").is_file()  # the critic's adapter merges like the policy's
+    from alignkit.models.heads import load_scalar_model
+    from alignkit.models.lora import merge_adapter
+    load_scalar_model(merge_adapter(out / "value", tmp_path / "value_merged"))
     for k, v in load_file(dirs / "rm" / "model.safetensors").items():
         assert torch.equal(v, rm_before[k])
 

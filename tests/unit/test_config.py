@@ -94,6 +94,9 @@ def test_typed_lists_read_numbers_and_comma_lists():
     ("grpo_checker_categories=[nosuch]", "grpo_checker_categories: unknown categories ['nosuch']"),
     ("ppo.snapshots=[99]", "ppo.snapshots: [99] beyond ppo.steps="),
     ("grpo_checker=nosuch_module_xyz:f", "grpo_checker: "),
+    ("name=", "name='': the run's folder under runs_dir"),
+    ("name=..", "name='..': the run's folder under runs_dir"),
+    ("name=a/b", "name='a/b': the run's folder under runs_dir"),
 ])
 def test_run_checks_stage_values_before_any_work(override, message, tmp_path, capsys):
     assert main(["run", "--preset", "smoke", f"runs_dir={tmp_path}", override]) == 2

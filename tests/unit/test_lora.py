@@ -106,12 +106,28 @@ def test_a_merged_adapter_is_the_stage_model_from_any_directory(base_dir, tmp_pa
         again = json.loads((merged / name).read_text())
         assert saved["pad_token_id"] is not None and saved["pad_token_id"] == again["pad_token_id"], name
         assert saved["eos_token_id"] == again["eos_token_id"], name
+    from peft import AutoPeftModelForCausalLM  # plain PEFT finds the base too (its path is stored absolute)
+    AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "run" / "adapter"), local_files_only=True)
     from alignkit.cli import main
     assert main(["merge", "--adapter", str(tmp_path / "run" / "adapter"), "--out", str(merged)]) == 2  # not empty
     assert main(["merge", "--adapter", str(tmp_path / "run" / "adapter"), "--out", str(merged), "--overwrite"]) == 0
     with pytest.raises(AlignkitError, match="pass --base DIR"):
         shutil.rmtree(tmp_path / "base")
         merge_adapter(tmp_path / "run" / "adapter", tmp_path / "merged2")
+
+
+def test_merging_onto_a_base_of_another_shape_is_a_one_line_error(base_dir, tmp_path, capsys):
+    base, tok = load_model(base_dir)
+    save_lora(add_lora(base, Keys()), tok, tmp_path / "run")
+    wider = build_config("llama", "smoke", tok)
+    wider.hidden_size *= 2
+    save_model(new_model(wider, seed=0), tok, tmp_path / "wider")
+    from alignkit.cli import main
+    code = main(["merge", "--adapter", str(tmp_path / "run" / "adapter"), "--out", str(tmp_path / "m"),
+                 "--base", str(tmp_path / "wider")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "does not fit the base model" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_scalar_model_with_lora_reads_through_the_adapters(base_dir):

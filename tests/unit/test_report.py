@@ -147,6 +147,10 @@ def test_a_directory_that_is_not_a_finished_run_is_a_one_line_error(tmp_path, ca
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(AlignkitError, match="not valid JSON"):
         write_report(tmp_path)
+    for broken in ({"stages": {}, "models": []}, {"stages": {}, "models": {"ppo": None}}):
+        (tmp_path / "summary.json").write_text(json.dumps(broken))
+        with pytest.raises(AlignkitError, match="must map each name to an object"):
+            write_report(tmp_path)
     for stage_summary in ({}, {"steps": 3, "curve": []}):  # e.g. a bon or ppo folder: no report, nothing written
         (tmp_path / "summary.json").write_text(json.dumps(stage_summary))
         with pytest.raises(AlignkitError, match="not the summary of an `alignkit run`"):

@@ -164,14 +164,33 @@ def prepare_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 def set_special_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """pad/eos ids in model.config and model.generation_config; eos keeps the model's own stop ids."""
+    """pad/eos ids in model.config and model.generation_config; eos keeps the model's own stop ids and adds
+    the chat template's end of turn (a base model's template may close turns with another token than eos)."""
     eos = _as_list(model.generation_config.eos_token_id) + _as_list(tokenizer.eos_token_id)
     end_id = tokenizer.convert_tokens_to_ids(END_TOKEN) if END_TOKEN in tokenizer.get_vocab() else None
-    eos = list(dict.fromkeys(eos + _as_list(end_id)))  # ordered, unique
+    eos = list(dict.fromkeys(eos + _as_list(end_id) + _as_list(template_end_id(tokenizer))))  # ordered, unique
     eos_value: int | list[int] = eos[0] if len(eos) == 1 else eos
     for cfg in (model.config, model.generation_config):
         cfg.pad_token_id = tokenizer.pad_token_id
         cfg.eos_token_id = eos_value
+
+
+def template_end_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The special token the chat template closes an assistant turn with (ChatML's ``<|im_end|>``, Llama-3's
+    ``<|eot_id|>``, ours ``<|end|>``), or None when the template writes none (or there is no template)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    probe = "alignkit end-of-turn probe"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}],
+                                             tokenize=False)
+    except Exception:  # a template that refuses this conversation: nothing to learn from it
+        return None
+    ids = tokenizer(text.partition(probe)[2].lstrip(), add_special_tokens=False)["input_ids"]
+    if not ids:
+        return None
+    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    return int(ids[0]) if ids[0] in special else None
 
 
 def _as_list(ids: Any) -> list[int]:

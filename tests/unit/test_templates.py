@@ -163,3 +163,19 @@ def test_a_template_error_names_the_record(base_tok):
                          "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
     with pytest.raises(AlignkitError, match=r"^chats.jsonl: record 2: chat template .* System role not supported"):
         each_record([SINGLE, WITH_SYSTEM], "chats.jsonl", lambda messages: render_chat(tok, messages))
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_generation_stops_at_the_templates_end_of_turn_whatever_the_eos(base_tok, name):
+    """A base model's tokenizer (eos <|endoftext|>) with an instruct template that closes turns with another
+    token: sampling, chat and PPO stop at the end of turn SFT trained, not only at eos."""
+    from alignkit.models.load import build_config, new_model, prepare_tokenizer
+    from alignkit.rollout.sampler import stop_token_ids
+
+    tok = with_template(base_tok, name)
+    end = TEMPLATES[name][1]
+    assert tok.eos_token != end or name == "ours"
+    model = new_model(build_config("qwen2", "smoke", tok), seed=0)
+    prepare_tokenizer(model, tok)
+    assert tok.convert_tokens_to_ids(end) in stop_token_ids(model, tok)
+    assert tok.eos_token_id in stop_token_ids(model, tok)

@@ -297,6 +297,22 @@ def count_params(model: torch.nn.Module, *, exclude_embeddings: bool = False) ->
     return sum(p.numel() for p in params.values())
 
 
+def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Before training a new model: its tokenizer loads back the same beside its ``config.json`` (what
+    :func:`save_model` checks at the end). transformers 5 rebuilds some tokenizers' pre-tokenization from
+    ``model_type`` (Qwen2's), so a tokenizer made for another one can fail here."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.config.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
+        problem = roundtrip_mismatch(tokenizer, tmp)
+    if problem:
+        raise AlignkitError(f"this tokenizer does not load back the same beside a {model.config.model_type} "
+                            f"config.json ({problem}); pick another arch (llama and gpt2 keep the tokenizer's own "
+                            "pre-tokenization)")
+
+
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> None:
     """model.save_pretrained + save_tokenizer into one directory, then check the tokenizer round trip.
 

@@ -185,7 +185,9 @@ def roundtrip_mismatch(tokenizer: PreTrainedTokenizerBase, saved_dir: str | Path
     want = tokenizer.encode(probe, add_special_tokens=False)
     got = loaded.encode(probe, add_special_tokens=False)
     if want != got:
-        return f"ids differ after reload ({type(loaded).__name__}): {want[:12]}... vs {got[:12]}..."
+        at = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+        return (f"ids differ after reload ({type(loaded).__name__}) from token {at}: {want[at:at + 6]} vs "
+                f"{got[at:at + 6]} ({tokenizer.decode(want[at:at + 6])!r})")
     for name in ("eos_token", "pad_token", "chat_template"):
         if getattr(tokenizer, name, None) != getattr(loaded, name, None):
             return f"{name} differs after reload: {getattr(tokenizer, name, None)!r} vs {getattr(loaded, name, None)!r}"

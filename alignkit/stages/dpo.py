@@ -45,7 +45,13 @@ from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, check_split, split_heldout, steps_for
-from alignkit.training.setup import begin_training, disable_dropout, open_out_dir, resolve_device
+from alignkit.training.setup import (
+    begin_training,
+    check_length_fits,
+    disable_dropout,
+    open_out_dir,
+    resolve_device,
+)
 
 RANKING_LOSSES = {"listwise": listwise_dpo, "all_pairs": all_pairs_dpo}
 
@@ -72,6 +78,7 @@ def run(cfg: DPOConfig, *, stop_after: int | None = None) -> dict:
     device = resolve_device(cfg.device)
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
+    check_length_fits(model, "max_length", cfg.max_length)
     if cfg.ref_model and cfg.loss != "simpo" and not same_vocabulary(load_tokenizer(cfg.ref_model), tokenizer):
         raise AlignkitError(f"ref_model={cfg.ref_model} has another tokenizer than model={cfg.model}; the reference "
                             "scores the policy's token ids, so it needs the same one")

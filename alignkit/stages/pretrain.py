@@ -26,7 +26,7 @@ import torch
 from alignkit.config import PretrainConfig, TokenizerConfig, dump_yaml
 from alignkit.data.collators import pack_documents
 from alignkit.errors import AlignkitError
-from alignkit.models.load import count_params
+from alignkit.models.load import check_tokenizer_fits, count_params
 from alignkit.models.lora import maybe_lora, save_trained
 from alignkit.models.tokenizer import save_tokenizer
 from alignkit.training.checkpoint import write_json_atomic
@@ -34,7 +34,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder
-from alignkit.training.setup import begin_training, open_out_dir, resolve_device
+from alignkit.training.setup import begin_training, check_length_fits, open_out_dir, resolve_device
 
 
 def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
@@ -49,6 +49,12 @@ def run(cfg: PretrainConfig, *, stop_after: int | None = None) -> dict:
 
     # 1. data: documents → tokenizer → packed blocks, train / held-out split by document
     model, tokenizer = _model_and_tokenizer(cfg, docs, device)
+    check_length_fits(model, "block_size", cfg.block_size)
+    if not cfg.model:  # a new model: its tokenizer must survive the save at the end
+        check_tokenizer_fits(model, tokenizer)
+    if tokenizer.eos_token_id is None:
+        raise AlignkitError("the tokenizer has no eos token, which pretraining puts between documents; give it one "
+                            "(eos_token in tokenizer_config.json)")
     train_blocks, heldout_blocks = _tokenize_and_pack(docs, tokenizer, cfg)
     model = maybe_lora(model, cfg)
     open_out_dir(out, cfg)

@@ -63,7 +63,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, check_split, split_heldout, steps_for
-from alignkit.training.setup import begin_training, open_out_dir, resolve_device
+from alignkit.training.setup import begin_training, check_length_fits, open_out_dir, resolve_device
 
 OBJECTIVES = {"plackett_luce": plackett_luce, "all_pairs": all_pairs}
 
@@ -90,6 +90,7 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
     records = load_preferences(cfg.data)  # bad data fails here, before anything is written
     eval_records = load_records(cfg.eval_data, "scored") if cfg.eval_data else []
     model, tokenizer = new_scalar_model(cfg.model, seed=cfg.seed, device=str(device))
+    check_length_fits(model, "max_length", cfg.max_length)
     try:
         prior = attach_prior(model, cfg.prior, coef=cfg.prior_coef, device=str(device)) if cfg.prior else None
     except AlignkitError as e:

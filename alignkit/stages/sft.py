@@ -34,7 +34,7 @@ from alignkit.training.logging import info
 from alignkit.training.loop import lm_forward_loss, mean_nll, train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
 from alignkit.training.order import EpochOrder, split_heldout, steps_for
-from alignkit.training.setup import begin_training, open_out_dir, resolve_device
+from alignkit.training.setup import begin_training, check_length_fits, open_out_dir, resolve_device
 
 
 def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
@@ -47,6 +47,7 @@ def run(cfg: SFTConfig, *, stop_after: int | None = None) -> dict:
     device = resolve_device(cfg.device)
     records = load_conversations(cfg.data)  # bad data fails here, before anything is written
     model, tokenizer = load_model(cfg.model, device=str(device))
+    check_length_fits(model, "max_length", cfg.max_length)
     begin_training(out, cfg)
     model = maybe_lora(model, cfg)
 

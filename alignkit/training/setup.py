@@ -93,6 +93,16 @@ def _same_input(a, b) -> bool:
     return bool(paths) and Path(a).resolve() == Path(b).resolve()
 
 
+def check_length_fits(model, key: str, value: int) -> None:
+    """``max_length`` / ``block_size`` within the model's positions: longer sequences index past a learned
+    position table (GPT-2: a crash mid-run, at the first long record) or past what the model was built for."""
+    from alignkit.rollout.sampler import position_limit
+
+    limit = position_limit(model)
+    if limit and value > limit:
+        raise AlignkitError(f"{key}={value} exceeds the model's {limit} positions; pass {key}={limit} or less")
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """Every dropout probability to 0: with dropout, policy and reference disagree on identical weights
     (the KL at step 0 is not 0, the DPO loss not log 2)."""

@@ -105,6 +105,36 @@ def test_a_split_shorter_than_a_block_is_named(corpus, tmp_path):
     assert not (tmp_path / "out" / "model").exists()
 
 
+def test_a_block_beyond_the_models_positions_and_a_tokenizer_without_eos_are_refused(corpus, tmp_path):
+    with pytest.raises(AlignkitError, match="block_size=1024 exceeds the model's 512 positions"):
+        pretrain.run(_cfg(corpus, tmp_path / "out", block_size=1024))
+    tok = json.loads((corpus / "tok" / "tokenizer_config.json").read_text())
+    (tmp_path / "noeos").mkdir()
+    for f in (corpus / "tok").iterdir():
+        (tmp_path / "noeos" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "noeos" / "tokenizer_config.json").write_text(json.dumps({**tok, "eos_token": None}))
+    with pytest.raises(AlignkitError, match="the tokenizer has no eos token"):
+        pretrain.run(_cfg(corpus, tmp_path / "out", tokenizer=str(tmp_path / "noeos")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_that_the_architecture_would_rebuild_is_refused_before_training(corpus, tmp_path):
+    """transformers 5 rebuilds a qwen2 tokenizer's pre-tokenization: a GPT-2 style BPE (multi-digit merges)
+    beside a qwen2 config.json loads back as other ids — refused up front, not after training at the save."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator([f"sells {a * 37} then {b * 91}, {a}{b}{a}." for a in range(40) for b in range(10)],
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>").save_pretrained(tmp_path / "gpt2tok")
+    with pytest.raises(AlignkitError, match="does not load back the same beside a qwen2 config.json"):
+        pretrain.run(_cfg(corpus, tmp_path / "out", tokenizer=str(tmp_path / "gpt2tok"), arch="qwen2"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_resuming_with_other_inputs_is_refused(corpus, tmp_path):
     out = tmp_path / "run"
     pretrain.run(_cfg(corpus, out, max_steps=2))

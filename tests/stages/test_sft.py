@@ -97,6 +97,13 @@ def test_bad_rows_are_clear_errors(tmp_path, tokenizer):
 
 
 
+def test_max_length_beyond_the_models_positions_is_refused(tmp_path, tokenizer, data):
+    base = _model_dir(tmp_path, "gpt2", tokenizer)  # learned positions: a longer sequence would crash mid-run
+    with pytest.raises(AlignkitError, match="max_length=1024 exceeds the model's 512 positions"):
+        sft.run(_cfg(base, data / "messages.jsonl", tmp_path / "out", max_length=1024))
+    assert not (tmp_path / "out").exists()
+
+
 def test_input_errors_leave_the_run_that_overwrite_would_replace(tmp_path, tokenizer, data):
     base, out = _model_dir(tmp_path, "llama", tokenizer), tmp_path / "out"
     sft.run(_cfg(base, data / "messages.jsonl", out))

@@ -148,7 +148,7 @@ class Context:
 def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]:
     """The jobs after SFT with their fingerprints and inputs, in the order they start (``START_ORDER``)."""
     sft_model, prefs_dir, rm_model = str(run_dir / "sft" / "model"), run_dir / "prefs", str(run_dir / "rm" / "model")
-    fp_eval_cfg = to_dict(cfg.eval)
+    fp_eval_cfg = _identity(cfg.eval)
     jobs = [Job("eval", fingerprint(fp_eval_cfg, fp_sft, fp_world), _job_eval)]
     # preferences, the reward model on them (evaluated against the oracle on held-out samples), its
     # data-efficiency curve, and best-of-n with it
@@ -410,7 +410,8 @@ def _job_policy(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) ->
     if kind == "dpo" and Path(scfg.out).name.startswith("dpo_beta_"):  # same reference log-probs as dpo
         cache = ctx.run_dir / "dpo" / "ref_logps.pt"
         if cache.is_file() and not (stage_dir / "ref_logps.pt").exists():
-            shutil.copyfile(cache, stage_dir / "ref_logps.pt")
+            shutil.copyfile(cache, stage_dir / ".ref_logps.pt.tmp")  # whole or not at all
+            os.replace(stage_dir / ".ref_logps.pt.tmp", stage_dir / "ref_logps.pt")
     train = {"dpo": dpo.run, "ppo": lambda c: ppo.run(c, ctx.world), "grpo": lambda c: grpo.run(c, ctx.world)}[kind]
     summary = _train_and_evaluate(train, replace(scfg, resume=resume, overwrite=not resume), ctx.cfg, ctx.world,
                                   ctx.run_dir)
@@ -460,10 +461,18 @@ def run_stage(stage_dir: Path, fp: str, fn: Callable, *, resumable: bool = False
 
 
 def finished(stage_dir: Path, fp: str, name: str = "") -> dict | None:
-    """The summary of a finished stage whose fingerprint is ``fp`` (logged as skipped), else None."""
-    if _same_fingerprint(stage_dir, fp) and (stage_dir / "summary.json").is_file():
-        info(f"{name or stage_dir.name}: unchanged, skipped ({stage_dir})")
-        return json.loads((stage_dir / "summary.json").read_text())
+    """The summary of a finished stage whose fingerprint is ``fp`` (logged as skipped), else None. Finished
+    means :func:`run_stage` wrote its summary (with the fingerprint) after the whole job: a policy stage writes
+    its own summary.json when training ends, before the job evaluates it."""
+    path = stage_dir / "summary.json"
+    if _same_fingerprint(stage_dir, fp) and path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        if isinstance(summary, dict) and summary.get("fingerprint") == fp:
+            info(f"{name or stage_dir.name}: unchanged, skipped ({stage_dir})")
+            return summary
     return None
 
 
@@ -489,11 +498,13 @@ def machine() -> dict:
 
 
 def _identity(pcfg) -> dict:
-    """A training stage's keys that change its result (not progress bars, threads, resume/overwrite, out)."""
-    d = to_dict(pcfg)
-    for k in ("progress", "resume", "overwrite", "threads", "out"):
-        d.pop(k, None)
-    return d
+    """A stage's keys that change its result (not progress bars, threads, resume/overwrite, out), also in its
+    nested sections (best-of-n's ``eval``)."""
+    def keep(d: dict) -> dict:
+        return {k: keep(v) if isinstance(v, dict) else v for k, v in d.items()
+                if k not in ("progress", "resume", "overwrite", "threads", "out")}
+
+    return keep(to_dict(pcfg))
 
 
 def _train_and_evaluate(train, scfg, cfg: RunConfig, world, run_dir: Path) -> dict:

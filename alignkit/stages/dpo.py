@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -252,8 +253,11 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
     key = _fingerprint(groups, ref_dir)
     cache = out / "ref_logps.pt"
     if cache.is_file():
-        saved = torch.load(cache, weights_only=True)
-        if saved.get("fingerprint") == key:
+        try:
+            saved = torch.load(cache, weights_only=True)
+        except Exception:  # a cut file (a crash while it was written by an older version): recompute it
+            saved = {}
+        if isinstance(saved, dict) and saved.get("fingerprint") == key:
             for g, values in zip(groups, saved["ref_logps"]):
                 g.ref_logps = values
             info(f"dpo: reference log-probs from {cache}")
@@ -278,7 +282,9 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
             values[gi].append(v)
     for g, v in zip(groups, values):
         g.ref_logps = v
-    torch.save({"fingerprint": key, "ref_logps": values}, cache)
+    tmp = cache.with_name(f".{cache.name}.tmp")  # written whole or not at all: a kill leaves no cut cache
+    torch.save({"fingerprint": key, "ref_logps": values}, tmp)
+    os.replace(tmp, cache)
     return time.perf_counter() - t0
 
 

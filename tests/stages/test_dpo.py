@@ -128,6 +128,18 @@ def test_reference_log_probs_are_cached_and_reused_on_resume(tmp_path, policy_di
     assert torch.load(out / "ref_logps.pt", weights_only=True)["ref_logps"] == first["ref_logps"]
 
 
+def test_a_cut_reference_cache_is_computed_again(tmp_path, policy_dir, data, capsys):
+    out = tmp_path / "dpo"
+    assert dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out), stop_after=2) == {}
+    cache = out / "ref_logps.pt"
+    first = torch.load(cache, weights_only=True)
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])  # what a kill mid-write would leave
+    summary = dpo.run(_cfg(policy_dir, data / "pairs.jsonl", out, resume=True))
+    assert summary["steps"] == 4 and "reference log-probs from" not in capsys.readouterr().err
+    assert torch.load(cache, weights_only=True)["ref_logps"] == first["ref_logps"]
+    assert not list(out.glob(".*.tmp"))
+
+
 def test_dpo_on_llama_with_message_list_records(tmp_path, tokenizer, data):
     d = tmp_path / "llama"
     save_model(new_model(build_config("llama", "smoke", tokenizer), seed=1), tokenizer, d)

@@ -69,3 +69,28 @@ def test_another_alignkit_version_makes_a_stage_again(tmp_path, monkeypatch):
     new = fingerprint({"lr": 1e-3}, "input")
     assert new != fp
     assert run_stage(tmp_path / "s", new, stage)["n"] == 2 and len(calls) == 2
+
+
+def test_a_stage_is_finished_only_when_the_pipeline_wrote_its_summary(tmp_path):
+    """A policy stage writes summary.json when training ends, before the job evaluates it: a job
+    interrupted then is run again (resumed), not skipped without its evaluation."""
+    from alignkit.pipeline import finished
+
+    stage = tmp_path / "dpo"
+    stage.mkdir()
+    (stage / ".fingerprint").write_text("abc\n")
+    (stage / "summary.json").write_text(json.dumps({"steps": 4}))  # the stage's own summary
+    assert finished(stage, "abc") is None
+    (stage / "summary.json").write_text(json.dumps({"steps": 4, "eval": {}, "fingerprint": "abc"}))
+    assert finished(stage, "abc")["eval"] == {}
+    assert finished(stage, "other") is None
+
+
+def test_display_keys_do_not_change_a_stages_fingerprint():
+    from alignkit.config import BonConfig, EvalConfig
+    from alignkit.pipeline import _identity
+
+    quiet, shown = BonConfig(eval=EvalConfig(progress=False)), BonConfig(eval=EvalConfig(progress=True))
+    assert _identity(quiet) == _identity(shown)
+    assert _identity(EvalConfig(progress=False)) == _identity(EvalConfig(progress=True))
+    assert _identity(BonConfig(n=[1, 2])) != _identity(quiet)

@@ -78,7 +78,11 @@ def load_state(path: Path, *, model: Any, optimizer: torch.optim.Optimizer, sche
     # Tied weights (lm_head = embeddings) are saved once; anything else missing is a real mismatch.
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     if unexpected or [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]:
-        raise RuntimeError(f"checkpoint {path} does not match the model: missing={missing} unexpected={unexpected}")
+        from alignkit.errors import AlignkitError
+
+        raise AlignkitError(f"checkpoint {path} does not match the model ({len(missing)} weights missing, e.g. "
+                            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]}): resume with the "
+                            "model the run was started from, or pass overwrite=true")
     trainer = torch.load(path / "trainer.pt", weights_only=False)
     optimizer.load_state_dict(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -27,9 +28,15 @@ class MetricsLog:
         kept = []
         if resume_step is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step:
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:  # a line cut by a crash: logged after the checkpoint anyway
+                    row = None
+                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
                     kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")  # replaced whole: a kill now keeps the old file
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
 
     def log(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}

@@ -10,7 +10,9 @@ import argparse
 import copy
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _sigterm_as_interrupt()
     try:
         args.func(args)
     except AlignkitError as e:
@@ -70,7 +73,23 @@ def main(argv: list[str] | None = None) -> int:
             how = "run it again"
         print(f"alignkit: interrupted ({how})", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler, ``docker stop``) stops a command as Ctrl-C does: checkpoints stay
+    resumable and ``alignkit run`` stops its worker processes. Returns the handler it replaced (None when
+    not in the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -177,6 +177,23 @@ def test_an_interrupt_says_how_to_resume(command, hint, capsys, monkeypatch):
     assert err.startswith("alignkit: interrupted (") and hint in err
 
 
+def test_sigterm_stops_a_command_as_an_interrupt_does(capsys, monkeypatch):
+    """`kill` / a scheduler's SIGTERM takes the Ctrl-C path (which also stops `alignkit run`'s workers)."""
+    import os
+    import signal
+    import time
+
+    def killed(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+
+    monkeypatch.setattr("alignkit.cli.cmd_dpo", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["dpo"]) == 130
+    assert "alignkit: interrupted (to resume, add resume=true" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # restored after the command
+
+
 def test_chat_command_reads_stdin(smoke_run, capsys, monkeypatch):
     import io
     monkeypatch.setattr("sys.stdin", io.StringIO("Where does Mira live?\n/reset\n/quit\n"))

@@ -33,7 +33,7 @@ import torch
 
 from alignkit.config import RunConfig, dump_yaml, to_dict
 from alignkit.errors import AlignkitError, ConfigError
-from alignkit.training.checkpoint import write_json_atomic
+from alignkit.training.checkpoint import atomic_path, write_json_atomic
 from alignkit.training.logging import info
 
 
@@ -236,14 +236,16 @@ def check_run_values(cfg: RunConfig) -> None:
     starts, after pretraining and SFT: unknown categories, PPO snapshots beyond its steps, a checker that does
     not import."""
     from alignkit.rollout.rewards import parse_reward
-    from alignkit.world import CATEGORIES
+    from alignkit.world import check_categories
 
     if cfg.name in ("", ".", "..") or "/" in cfg.name or "\\" in cfg.name:
         raise ConfigError(f"name={cfg.name!r}: the run's folder under runs_dir, so one plain folder name (e.g. demo)")
     for key, categories in (("eval.categories", cfg.eval.categories), ("grpo.categories", cfg.grpo.categories),
                             ("grpo_checker_categories", cfg.grpo_checker_categories)):
-        if unknown := [c for c in categories if c not in CATEGORIES]:
-            raise ConfigError(f"{key}: unknown categories {unknown}; allowed: {', '.join(CATEGORIES)}")
+        try:
+            check_categories(categories)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
     if bad := [s for s in cfg.ppo.snapshots if s > cfg.ppo.steps]:
         raise ConfigError(f"ppo.snapshots: {bad} beyond ppo.steps={cfg.ppo.steps}")
     if cfg.run_grpo and cfg.grpo_checker:
@@ -410,8 +412,8 @@ def _job_policy(ctx: Context, stage_dir: Path, resume: bool, kind: str, scfg) ->
     if kind == "dpo" and Path(scfg.out).name.startswith("dpo_beta_"):  # same reference log-probs as dpo
         cache = ctx.run_dir / "dpo" / "ref_logps.pt"
         if cache.is_file() and not (stage_dir / "ref_logps.pt").exists():
-            shutil.copyfile(cache, stage_dir / ".ref_logps.pt.tmp")  # whole or not at all
-            os.replace(stage_dir / ".ref_logps.pt.tmp", stage_dir / "ref_logps.pt")
+            with atomic_path(stage_dir / "ref_logps.pt") as tmp:  # whole or not at all
+                shutil.copyfile(cache, tmp)
     train = {"dpo": dpo.run, "ppo": lambda c: ppo.run(c, ctx.world), "grpo": lambda c: grpo.run(c, ctx.world)}[kind]
     summary = _train_and_evaluate(train, replace(scfg, resume=resume, overwrite=not resume), ctx.cfg, ctx.world,
                                   ctx.run_dir)

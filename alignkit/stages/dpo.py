@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from alignkit.losses.preference import DPO_LOSSES, all_pairs_dpo, listwise_dpo, 
 from alignkit.models.logprobs import completion_logprobs, sequence_logprob
 from alignkit.models.lora import adapters_disabled, maybe_lora, save_trained
 from alignkit.models.tokenizer import load_tokenizer, same_vocabulary
-from alignkit.training.checkpoint import write_json_atomic
+from alignkit.training.checkpoint import atomic_path, write_json_atomic
 from alignkit.training.logging import info
 from alignkit.training.loop import train_loop
 from alignkit.training.optim import build_optimizer, build_scheduler
@@ -282,9 +281,8 @@ def ref_logps(groups: list[Group], cfg: DPOConfig, tokenizer, out: Path, device,
             values[gi].append(v)
     for g, v in zip(groups, values):
         g.ref_logps = v
-    tmp = cache.with_name(f".{cache.name}.tmp")  # written whole or not at all: a kill leaves no cut cache
-    torch.save({"fingerprint": key, "ref_logps": values}, tmp)
-    os.replace(tmp, cache)
+    with atomic_path(cache) as tmp:  # written whole or not at all: a kill leaves no cut cache
+        torch.save({"fingerprint": key, "ref_logps": values}, tmp)
     return time.perf_counter() - t0
 
 

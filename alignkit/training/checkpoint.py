@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def save_state(state_dir: str | Path, step: int, *, model: Any,
                 "rng": _rng_state()}, tmp / "trainer.pt")
     (tmp / "trainer.json").write_text(json.dumps({"step": step, **extra}, indent=1))
     _replace_dir(tmp, state_dir / name)
-    _write_atomic(state_dir / "latest", name + "\n")
+    write_text_atomic(state_dir / "latest", name + "\n")
     for old in sorted(state_dir.glob("step-*"))[:-KEEP_LAST]:
         shutil.rmtree(old, ignore_errors=True)
     return state_dir / name
@@ -91,16 +92,23 @@ def load_state(path: Path, *, model: Any, optimizer: torch.optim.Optimizer, sche
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
-    _write_atomic(Path(path), json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(Path(path)) as tmp, open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """A hidden sibling of ``path`` to write, moved over ``path`` when the block ends without error: a crash
+    leaves the old file (or none), never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    yield tmp
     os.replace(tmp, path)
 
 

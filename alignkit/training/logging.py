@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -34,9 +33,11 @@ class MetricsLog:
                     row = None
                 if isinstance(row, dict) and row.get("step", 0) <= resume_step:
                     kept.append(line)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")  # replaced whole: a kill now keeps the old file
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        from alignkit.training.checkpoint import (
+            write_text_atomic,  # (torch: imported only by a training stage)
+        )
+
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))  # a kill now keeps the old file
 
     def log(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}

@@ -42,6 +42,13 @@ FOLLOW_UPS = ("Is there anything else you want to know?", "Do you have another q
               "What else can I tell you?", "Would you like to know more?")
 
 
+def check_categories(categories) -> None:
+    """A ValueError naming the task categories this world does not have."""
+    unknown = set(categories) - set(CATEGORIES)
+    if unknown:
+        raise ValueError(f"unknown categories {sorted(unknown)}; allowed: {', '.join(CATEGORIES)}")
+
+
 class World:
     """Knowledge base, tasks, oracle and corpus of one seed. Build with :func:`build_world`."""
 
@@ -60,9 +67,7 @@ class World:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if isinstance(categories, str):
             categories = (categories,)
-        unknown = set(categories or ()) - set(CATEGORIES)
-        if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}; allowed: {', '.join(CATEGORIES)}")
+        check_categories(categories or ())
         return [t for t in self._tasks if t.split == split and (categories is None or t.category in categories)]
 
     def sft_tasks(self) -> list[Task]:

@@ -143,14 +143,21 @@ def render_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dic
                       max_length: int | None = None) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) of prompt (user) + response (assistant): the prompt as the policy sees it
     before answering (with the generation prompt), the completion as the tokens it produces, end-of-turn
-    token included. Their concatenation is :func:`render_response`'s ids; `max_length` cuts the
-    completion so that both fit."""
+    token included. Their concatenation is :func:`render_response`'s ids — except where the response's first
+    characters merge with the prompt's last token (a reply starting with a newline after the template's
+    own): then the completion is the text after the prompt tokenised on its own, as the policy would have
+    sampled it after the prompt. `max_length` cuts the completion so that both fit."""
     from alignkit.data.formats import as_messages
 
-    head = tokenizer(render_prompt(tokenizer, as_messages(prompt, "user")), add_special_tokens=False)["input_ids"]
+    prompt_text = render_prompt(tokenizer, as_messages(prompt, "user"))
+    head = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     full = render_response(tokenizer, prompt, response)
     if full[:len(head)] != list(head):
-        raise AlignkitError(f"the tokens of the prompt change when the response follows it ({_name(tokenizer)}); "
-                            "completion log-probs need prompt + response to tokenize as prompt, then response")
+        text = _render(tokenizer, as_messages(prompt, "user") + as_messages(response, "assistant")).rstrip()
+        if not text.startswith(prompt_text):
+            raise AlignkitError(f"the chat template of {_name(tokenizer)} writes the prompt differently when a "
+                                "response follows it; completion log-probs need prompt + response to start with the "
+                                "prompt as the model sees it before answering")
+        full = list(head) + tokenizer(text[len(prompt_text):], add_special_tokens=False)["input_ids"]
     keep = len(full) if max_length is None else max(len(head), max_length)
     return list(head), full[len(head):keep]

@@ -179,3 +179,18 @@ def test_generation_stops_at_the_templates_end_of_turn_whatever_the_eos(base_tok
     prepare_tokenizer(model, tok)
     assert tok.convert_tokens_to_ids(end) in stop_token_ids(model, tok)
     assert tok.eos_token_id in stop_token_ids(model, tok)
+
+
+def test_a_response_that_merges_with_the_prompts_last_token_is_tokenised_after_it():
+    """A reply starting with a newline after the template's own: prompt + reply would tokenise the two
+    newlines as one token that straddles the prompt; the completion is the reply's text on its own."""
+    from alignkit.data.templates import render_completion, render_response
+
+    tok = train_tokenizer(corpus() + ["Why?\n\n\nBecause.\n\n"] * 50, vocab_size=500)
+    head, completion = render_completion(tok, "Why?", "\n\nBecause.")
+    assert render_response(tok, "Why?", "\n\nBecause.")[:len(head)] != head  # the merge happens
+    assert head == tok(render_prompt(tok, [{"role": "user", "content": "Why?"}]), add_special_tokens=False)["input_ids"]
+    assert tok.decode(completion) == "\n\nBecause.<|end|>"
+    # without a merge, the completion is the rest of the one tokenisation, as before
+    head, completion = render_completion(tok, "Why?", "Because.")
+    assert head + completion == render_response(tok, "Why?", "Because.")

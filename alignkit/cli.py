@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    previous = _sigterm_as_interrupt()
+    # chat handles Ctrl-C itself (it stops a reply, not the chat); SIGTERM ends it as by default
+    previous = _interrupt_once() if args.func is not cmd_chat else {}
     try:
         args.func(args)
     except AlignkitError as e:
@@ -74,22 +75,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignkit: interrupted ({how})", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 
-def _sigterm_as_interrupt():
-    """SIGTERM (``kill``, a job scheduler, ``docker stop``) stops a command as Ctrl-C does: checkpoints stay
-    resumable and ``alignkit run`` stops its worker processes. Returns the handler it replaced (None when
-    not in the main thread, where handlers cannot be set)."""
+def _interrupt_once() -> dict:
+    """Ctrl-C and SIGTERM (``kill``, a job scheduler, ``docker stop``) stop a command the same way, once:
+    the first raises KeyboardInterrupt (checkpoints stay resumable, ``alignkit run`` stops its worker
+    processes), later ones while it stops are ignored instead of breaking that off with a traceback.
+    Returns the handlers it replaced ({} when not in the main thread, where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
+    stopping = False
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    return {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,8 +24,10 @@ import os
 import platform
 import random
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
@@ -39,11 +41,16 @@ from alignkit.training.logging import info
 
 def run(cfg: RunConfig) -> dict:
     """Run (or skip) every stage of the recipe so far; writes and returns ``runs/<name>/summary.json``."""
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run(cfg, run_dir)
+
+
+def _run(cfg: RunConfig, run_dir: Path) -> dict:
     from alignkit.world import build_world
 
     start = time.perf_counter()
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
     world = build_world(**asdict(cfg.world))
     stages: dict = {}
@@ -331,7 +338,7 @@ def run_jobs(ctx: Context, jobs: list[Job], n_workers: int) -> dict[str, dict]:
     pending, running = jobs, {}
     info(f"run: stages after SFT in {n_workers} processes × {threads} threads")
     with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+                             initializer=_init_worker, initargs=(threads, ctx.run_dir, os.getpid())) as pool:
         try:
             while pending or running:
                 for job in [j for j in pending if all(d in results for d in j.deps)]:
@@ -367,8 +374,75 @@ def execute(ctx: Context, job: Job) -> dict:
     return run_stage(ctx.run_dir / job.name, job.fp, fn, resumable=job.resumable, name=job.name)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, run_dir: Path, parent: int) -> None:
+    global _WORKER_LOCK
     torch.set_num_threads(threads)
+    _WORKER_LOCK = _flock(run_dir / WORKERS_LOCK, shared=True)  # released when this process ends
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()  # (gone already, if killed early)
+
+
+_WORKER_LOCK = None
+
+
+def _watch_parent(parent: int, poll_s: float = 1.0, exit_fn=os._exit) -> None:
+    """End this worker when the run's main process is gone (``kill -9``, the out-of-memory killer: no
+    handler of its own sees those) instead of letting it write on into the run folder. Ending at once is
+    as safe as the kill itself: every write of a stage either lands whole or is dropped on resume."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    exit_fn(1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# one alignkit run per run folder
+
+RUN_LOCK, WORKERS_LOCK = ".run.lock", ".workers.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
+    """Hold the run folder for this process: a second ``alignkit run`` into it is refused while this one
+    runs, and waits (up to ``wait_workers_s``) for worker processes of an earlier, killed run to stop.
+    The locks are ``flock``s, released by the system when a process ends however it ends; where there is
+    no ``flock`` (Windows) nothing is locked."""
+    held = _flock(run_dir / RUN_LOCK, owner=True)
+    if held is False:
+        holder = (run_dir / RUN_LOCK).read_text().strip()
+        raise AlignkitError(f"{run_dir} is in use by another alignkit run (process {holder or '?'}): wait for it "
+                            "to finish or stop it, or pass another name=")
+    try:
+        deadline = time.monotonic() + wait_workers_s
+        while (workers := _flock(run_dir / WORKERS_LOCK)) is False:
+            if time.monotonic() > deadline:
+                raise AlignkitError(f"{run_dir}: worker processes of an earlier alignkit run are still writing to "
+                                    f"it after {wait_workers_s:.0f} s; stop them (see `ps`) and run again")
+            time.sleep(0.5)
+        if workers is not None:
+            workers.close()  # none left: this run's own workers take it shared
+        yield
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _flock(path: Path, *, shared: bool = False, owner: bool = False):
+    """An open file holding an flock on ``path`` (exclusive, or shared), False when another process holds a
+    conflicting one, None without flock. ``owner`` writes this process's id into the file."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    if owner:
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+    return f
 
 
 def _quiet(cfg):

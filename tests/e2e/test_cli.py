@@ -194,6 +194,32 @@ def test_sigterm_stops_a_command_as_an_interrupt_does(capsys, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before  # restored after the command
 
 
+def test_a_second_interrupt_does_not_break_off_the_stopping(capsys, monkeypatch):
+    """Ctrl-C pressed again while a command stops (checkpoint, workers) is ignored, not a traceback."""
+    import os
+    import signal
+    import time
+
+    stopped = []
+
+    def interrupted_twice(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        finally:  # the cleanup a stage or alignkit run does on the way out
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            stopped.append(True)
+
+    monkeypatch.setattr("alignkit.cli.cmd_ppo", interrupted_twice)
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["ppo"]) == 130
+    assert stopped == [True]
+    assert "alignkit: interrupted (to resume, add resume=true" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_chat_command_reads_stdin(smoke_run, capsys, monkeypatch):
     import io
     monkeypatch.setattr("sys.stdin", io.StringIO("Where does Mira live?\n/reset\n/quit\n"))

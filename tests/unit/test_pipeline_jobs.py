@@ -94,3 +94,78 @@ def test_display_keys_do_not_change_a_stages_fingerprint():
     assert _identity(quiet) == _identity(shown)
     assert _identity(EvalConfig(progress=False)) == _identity(EvalConfig(progress=True))
     assert _identity(BonConfig(n=[1, 2])) != _identity(quiet)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    import os
+
+    from alignkit.pipeline import run_lock
+
+    with run_lock(tmp_path):
+        with pytest.raises(AlignkitError, match=rf"in use by another alignkit run \(process {os.getpid()}\)"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # free again once the first has ended
+        pass
+
+
+def test_a_run_waits_for_the_workers_of_a_killed_run(tmp_path):
+    from alignkit.pipeline import WORKERS_LOCK, _flock, run_lock
+
+    worker = _flock(tmp_path / WORKERS_LOCK, shared=True)  # a worker still alive
+    with pytest.raises(AlignkitError, match="worker processes of an earlier alignkit run are still writing"):
+        with run_lock(tmp_path, wait_workers_s=0.3):
+            pass
+    worker.close()  # it has stopped
+    with run_lock(tmp_path, wait_workers_s=0.3):
+        pass
+
+
+def test_a_worker_ends_when_its_run_is_gone():
+    from alignkit.pipeline import _watch_parent
+
+    exits = []
+    _watch_parent(-1, poll_s=0.01, exit_fn=exits.append)  # -1: never this process's parent
+    assert exits == [1]
+
+
+KILLED_RUN = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from pathlib import Path
+from alignkit.pipeline import _init_worker
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(1, Path(sys.argv[1]), os.getpid())) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 120)
+        time.sleep(120)
+"""
+
+
+def test_the_workers_of_a_killed_run_stop(tmp_path):
+    """`kill -9` of `alignkit run` (no handler sees it) leaves no worker writing into the run folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from alignkit.pipeline import run_lock
+
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    main = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL)
+    worker = int(main.stdout.readline())
+    os.kill(main.pid, signal.SIGKILL)
+    main.wait()
+    t0 = time.monotonic()
+    with run_lock(tmp_path, wait_workers_s=30):  # a rerun waits for the worker, not the full 30 s
+        assert time.monotonic() - t0 < 10
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # reaped by init shortly after it has released its lock
+            os.kill(worker, 0)
+            time.sleep(0.1)

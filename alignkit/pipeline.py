@@ -164,6 +164,11 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     rcfg = rm_config(cfg, run_dir)
     fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
     jobs.append(Job("rm", fp_rm, _job_rm, {"rcfg": rcfg}, ("prefs",), resumable=True))
+    if cfg.rm_pairs:
+        pcfg = replace(rcfg, data=f"{prefs_dir / 'pairs.jsonl'},{prefs_dir / 'labels.jsonl'}",
+                       out=str(run_dir / "rm_pairs"))
+        jobs.append(Job("rm_pairs", fingerprint(_identity(pcfg), fp_sft, fp_prefs), _job_rm, {"rcfg": pcfg},
+                        ("prefs",), resumable=True))
     if cfg.rm_curve:
         fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "subsets": "random"}, fp_rm)
         jobs.append(Job("rm_curve", fp_curve, _job_rm_curve, {"rcfg": rcfg}, ("prefs",)))
@@ -293,7 +298,7 @@ PREFS_PARTS = 2
 # jobs, so that two workers finish together rather than one idling; later DPO rounds (each waiting for the
 # one before) right after DPO. With the tiny preset's job times this order ends the jobs within 2 % of the
 # bound "total work / 2". With one worker the jobs run in this order, which has every job after its inputs.
-START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "dpo", "dpo_round", "ppo", "ppo_ptx",
+START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "rm_pairs", "dpo", "dpo_round", "ppo", "ppo_ptx",
                "grpo", "bon", "dpo_beta")
 
 
@@ -619,7 +624,8 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     from alignkit.stages import rm
 
     rankings = load_records(prefs_dir / "rankings.jsonl", "ranking")
-    comparisons = (load_records(prefs_dir / "pairs.jsonl", "pair") + load_records(prefs_dir / "labels.jsonl", "label"))
+    comparisons = [r for r in load_records(prefs_dir / "pairs.jsonl", "pair") + load_records(prefs_dir / "labels.jsonl", "label")
+                   if (r.get("meta") or {}).get("comparison", 1) == 1]  # one comparison per prompt
     # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
     prompts = [r["prompt"] for r in rankings]
     random.Random(f"alignkit-rm-curve:{rcfg.seed}").shuffle(prompts)
@@ -709,6 +715,10 @@ def print_table(summary: dict) -> None:
         if r.get("prior"):
             print(f"  with the surprise of {r['prior']['model']} × {r['prior']['coef']:g}; the head alone "
                   f"{_num(r.get('heldout_accuracy_head'))}, the surprise alone {_num(r.get('heldout_accuracy_prior'))}")
+    if "rm_pairs" in st:
+        r = st["rm_pairs"]
+        print(f"  the same on the pairwise comparisons alone ({r['train_comparisons']} of {r['train_prompts']} "
+              f"prompts): held-out accuracy {_num(r.get('heldout_accuracy'))}")
     for p in st.get("rm_curve", {}).get("points", []):
         print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}")
     if "bon" in st:

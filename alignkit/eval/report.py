@@ -266,6 +266,12 @@ def reward_model(summary: dict, run_dir: Path) -> Section:
                                          for c, v in sorted(cats.items())], numeric=True))
     else:
         section.blocks.append(Text("Not in this run: the reward model.", note=True))
+    pairs = stages.get("rm_pairs")
+    if pairs:
+        section.blocks.append(Text(
+            f"The same reward model trained on the pairwise comparisons alone ({_num(pairs.get('train_comparisons'), 'd')} "
+            f"comparisons of two answers on {_num(pairs.get('train_prompts'), 'd')} prompts, tie and both-bad labels "
+            f"included): held-out accuracy {_num(pairs.get('heldout_accuracy'), '.1%')}."))
     points = stages.get("rm_curve", {}).get("points") or []
     if any(p.get("heldout_accuracy") is not None for p in points):
         section.blocks += [

@@ -9,8 +9,10 @@ the same way every time may yield fewer; one with a single distinct answer is sk
 
 - ``rankings.jsonl``  ``{prompt, responses[k], ranking, category, meta}``: a full ranking of the k responses
   (Plackett-Luce with utilities gold / T; near-equal neighbours may be grouped as a tie);
-- ``pairs.jsonl``     ``{prompt, chosen, rejected, category, meta}``: one comparison of the first two
-  responses per prompt (an independent label, as a pairwise interface would collect);
+- ``pairs.jsonl``     ``{prompt, chosen, rejected, category, meta}``: pairwise comparisons of the same
+  responses, each an independent label as a pairwise interface would collect — the first two, and with
+  ``pairs_per_prompt`` 2 (the default) also the next two where the prompt has four distinct answers
+  (``meta.comparison`` says which);
 - ``labels.jsonl``    ``{prompt, responses[2], label, category, meta}``: those comparisons answered
   "tie" or "both_bad";
 - ``heldout.jsonl``   ``{prompt, responses, gold, category, labeller}``: fresh samples on the held-out
@@ -68,6 +70,7 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
     labeller = Labeller(world.oracle, temperature=cfg.labeller_temperature, tie_margin=cfg.tie_margin,
                         both_bad_threshold=cfg.both_bad_threshold, tie_prob=cfg.tie_prob, seed=seed)
     rng = random.Random(f"alignkit-prefs:{cfg.seed}" + (f":{i}/{n}" if i else ""))
+    pair_rng = random.Random(f"alignkit-prefs-pairs:{cfg.seed}:{i}/{n}")
 
     # 1. the policy answers every train prompt; a labelling interface shows k *distinct* answers, so
     #    2k are sampled and the first k distinct kept (a memorised prompt may leave fewer, or only one)
@@ -77,7 +80,7 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
     tasks = tasks[i::n]
     groups = _sample_groups(model, tokenizer, tasks, 2 * cfg.k, cfg.temperature, cfg, seed=seed)
 
-    # 2. the labeller sometimes writes the ideal answer, then ranks the answers and compares the first two
+    # 2. the labeller sometimes writes the ideal answer, then ranks the answers and compares them in pairs
     rankings, pairs, labels = [], [], []
     agree, n_strict, single = 0, 0, 0
     for task, sampled in zip(tasks, groups):
@@ -94,19 +97,24 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
         meta = {"temperature": cfg.temperature, "labeller_written": written}
         base = {"prompt": task.prompt, "category": task.category}
         rankings.append({**base, "responses": responses, "ranking": labeller.rank(task, responses, rng), "meta": meta})
-        a, b = responses[0], responses[1]
-        verdict = labeller.compare(task, a, b, rng)
-        if verdict in ("a", "b"):
-            chosen = 0 if verdict == "a" else 1
-            pairs.append({**base, "chosen": responses[chosen], "rejected": responses[1 - chosen],
-                          "meta": {**meta, "labeller_written": [("chosen" if i == chosen else "rejected")
-                                                                for i in written if i < 2]}})
-            gap = world.oracle.score(task, a) - world.oracle.score(task, b)
-            if abs(gap) > cfg.tie_margin:
-                n_strict += 1
-                agree += (gap > 0) == (verdict == "a")
-        else:
-            labels.append({**base, "responses": [a, b], "label": verdict, "meta": meta})
+        # pairwise comparisons of answers 1-2, 3-4, …: the later ones with a random stream of their own, so
+        # that the rankings and first comparisons do not depend on how many are asked for
+        for j in range(min(cfg.pairs_per_prompt, len(responses) // 2)):
+            a, b = responses[2 * j], responses[2 * j + 1]
+            verdict = labeller.compare(task, a, b, rng if j == 0 else pair_rng)
+            pair_meta = {**meta, "comparison": j + 1, "labeller_written": [i - 2 * j for i in written
+                                                                           if 2 * j <= i < 2 * j + 2]}
+            if verdict in ("a", "b"):
+                chosen = 0 if verdict == "a" else 1
+                pairs.append({**base, "chosen": (a, b)[chosen], "rejected": (a, b)[1 - chosen],
+                              "meta": {**pair_meta, "labeller_written": [("chosen" if i == chosen else "rejected")
+                                                                         for i in pair_meta["labeller_written"]]}})
+                gap = world.oracle.score(task, a) - world.oracle.score(task, b)
+                if abs(gap) > cfg.tie_margin:
+                    n_strict += 1
+                    agree += (gap > 0) == (verdict == "a")
+            else:
+                labels.append({**base, "responses": [a, b], "label": verdict, "meta": pair_meta})
 
     # 3. held-out samples with gold scores (the policy's own temperature), for reward-model evaluation
     heldout = []

@@ -120,7 +120,10 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
     steps = steps_for(cfg, len(train))
     cfg = replace(cfg, max_steps=steps)
     n_seqs = sum(len(g.places) for g in train)
-    info(f"rm: {len(train)} train / {len(val)} validation prompts, {n_seqs:,} responses; {steps} steps")
+    in_train = {id(g) for g in train}
+    n_prompts = len({k for g, k in zip(groups, keys) if id(g) in in_train})
+    info(f"rm: {len(train)} train / {len(val)} validation comparisons ({n_prompts} train prompts), {n_seqs:,} "
+         f"responses; {steps} steps")
     open_out_dir(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
 
@@ -158,7 +161,8 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
 
     # 3. normalise on the policy's own responses, evaluate against gold, save
     summary = {"val_accuracy": final["rm/val_accuracy"], "val_loss": final["rm/val_loss"],
-               "train_prompts": len(train), "train_responses": n_seqs, "steps": result.step,
+               "train_prompts": n_prompts, "train_comparisons": len(train), "train_responses": n_seqs,
+               "steps": result.step,
                "objective": cfg.objective, "tie_model": cfg.tie_model,
                "train_seconds": round(result.train_seconds, 2), "device": str(device)}
     norm_source = eval_records or records

@@ -322,3 +322,29 @@ def test_eval_says_why_a_reference_on_another_tokenizer_has_no_kl(smoke_run, tmp
     assert "eval: no KL to" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert "win_rate_vs_reference" in summary and "kl_to_reference" not in summary
+
+
+def test_preferences_compare_answers_in_independent_pairs(smoke_run, tmp_path):
+    """pairs_per_prompt: answers 1-2 then 3-4 each get a label of their own; the rankings and the first
+    comparisons are the same whatever the number of comparisons asked for."""
+    world = str(PRESETS / "smoke" / "world.yaml")
+    sft = smoke_run / "sft" / "model"
+    files = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        assert main(["prefs", "--world-config", world, f"model={sft}", f"out={out}", "n_prompts=12", "k=4",
+                     f"pairs_per_prompt={n}", "max_new_tokens=6", "temperature=1.5", "heldout_k=0",
+                     "progress=false"]) == 0
+        files[n] = {name: [json.loads(line) for line in open(out / f"{name}.jsonl")]
+                    for name in ("rankings", "pairs", "labels")}
+    one, two = files[1], files[2]
+    assert one["rankings"] == two["rankings"]
+    first = [r for r in two["pairs"] + two["labels"] if r["meta"]["comparison"] == 1]
+    assert sorted(json.dumps(r, sort_keys=True) for r in first) == \
+        sorted(json.dumps(r, sort_keys=True) for r in one["pairs"] + one["labels"])
+    second = [r for r in two["pairs"] + two["labels"] if r["meta"]["comparison"] == 2]
+    four = {r["prompt"]: r["responses"] for r in two["rankings"] if len(r["responses"]) == 4}
+    assert four and {r["prompt"] for r in second} == set(four)  # one more label wherever there are four answers
+    for r in second:
+        shown = r.get("responses") or [r["chosen"], r["rejected"]]
+        assert sorted(shown) == sorted(four[r["prompt"]][2:])

@@ -381,7 +381,10 @@ def execute(ctx: Context, job: Job) -> dict:
 
 def _init_worker(threads: int, run_dir: Path, parent: int) -> None:
     global _WORKER_LOCK
+    from transformers.utils import logging as hf_logging
+
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # as the command line does: no per-file "Loading weights" bars
     _WORKER_LOCK = _flock(run_dir / WORKERS_LOCK, shared=True)  # released when this process ends
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()  # (gone already, if killed early)
 

@@ -29,10 +29,18 @@ def _jobs() -> list[Job]:
             Job("d", "fd", _write, {"value": 4, "needs": ("b", "c")}, deps=("b", "c"))]
 
 
+def _bars(ctx, stage_dir: Path, resume: bool) -> dict:
+    from transformers.utils import logging as hf_logging
+
+    return {"bars": hf_logging.is_progress_bar_enabled()}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_jobs_run_after_their_inputs_in_one_or_two_processes(tmp_path, workers):
-    results = run_jobs(Context(RunConfig(), tmp_path), _jobs(), workers)
-    assert {k: v["value"] for k, v in results.items()} == {"a": 1, "b": 2, "c": 3, "d": 4}
+    results = run_jobs(Context(RunConfig(), tmp_path), _jobs() + [Job("bars", "fe", _bars)], workers)
+    assert {k: v.get("value") for k, v in results.items()} == {"a": 1, "b": 2, "c": 3, "d": 4, "bars": None}
+    if workers == 2:  # transformers' per-file bars are off in the workers, as the command line turns them off
+        assert results["bars"]["bars"] is False
     assert json.loads((tmp_path / "d" / "summary.json").read_text())["fingerprint"] == "fd"
 
 

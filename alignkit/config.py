@@ -444,8 +444,9 @@ class RunConfig:
     rm: RMConfig = section(RMConfig, "reward model on the collected rankings (model and data are set by the run)")
     rm_prior: bool = param(True, "the reward model adds the SFT model's surprise at the response (rm.prior = the "
                            "SFT model; see `alignkit rm --help`)")
-    rm_pairs: bool = param(True, "also train a reward model on the pairwise comparisons alone (pairs.jsonl + "
-                           "labels.jsonl, rm's keys) and evaluate it like the run's: pairs against rankings")
+    rm_pairs: bool = param(False, "also train a reward model on the pairwise comparisons alone (pairs.jsonl + "
+                           "labels.jsonl, rm's keys) and evaluate it like the run's: pairs against rankings on the "
+                           "same answers (about 90 s of one worker on the tiny preset)")
     rm_curve: list[int] = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a "
                                 "reward model on pairs and one on rankings per count (empty = no curve)", min=2)
     rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)

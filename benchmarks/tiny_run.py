@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/tiny_run.py            # a fresh run into runs/bench-<time>
 
 Targets (2 CPU cores, after the one-time install): the whole run (pretrain, SFT, eval, preferences,
-reward model, on pairs too, and its curve, best-of-n, DPO and its β sweep, PPO, PPO-ptx, GRPO, the report) ≤ 840 s;
+reward model and its curve, best-of-n, DPO and its β sweep, PPO, PPO-ptx, GRPO, the report) ≤ 840 s;
 held-out perplexity below 5 % of the vocabulary size; on fact + arithmetic prompts the base model's
 few-shot gold reward clearly above zero-shot; SFT's win rate vs the base model zero-shot ≥ 0.8 and its
 helpful accuracy clearly above the base model's few-shot accuracy; the reward model's held-out
-accuracy against the noise-free oracle ≥ 0.85, on the rankings and on the pairwise comparisons alone; rankings at half the labelled prompts at least as
+accuracy against the noise-free oracle ≥ 0.85 (on the rankings, and on the pairwise comparisons alone when
+the run has them: rm_pairs=true); rankings at half the labelled prompts at least as
 accurate as pairs at all of them; best-of-16 above SFT on gold reward; DPO and PPO each win ≥ 0.65
 against SFT with gold reward, honesty and harmlessness above SFT's and over-refusal at most 5 %; GRPO
 with the reward model wins ≥ 0.65; GRPO with the arithmetic checker gains ≥ 15 points of held-out
@@ -50,7 +51,6 @@ def main() -> int:
     sft = models["sft"]
     sft_helpful, few_helpful = sft["rates"]["helpful"], models["base_few_shot"]["rates"]["helpful"]
     rm_acc = s["stages"]["rm"]["heldout_accuracy"]
-    pairs_acc = s["stages"]["rm_pairs"]["heldout_accuracy"]
     curve = {(p["form"], p["prompts"]): p["heldout_accuracy"] for p in s["stages"]["rm_curve"]["points"]}
     most = max(n for _, n in curve)
     half = max(n for _, n in curve if n <= most // 2)
@@ -65,11 +65,13 @@ def main() -> int:
         f"sft helpful {sft_helpful:.3f} > base few-shot helpful {few_helpful:.3f} + 0.05":
             sft_helpful > few_helpful + 0.05,
         f"rm held-out accuracy vs noise-free oracle {rm_acc:.3f} >= 0.85": rm_acc >= 0.85,
-        f"rm on pairwise comparisons alone {pairs_acc:.3f} >= 0.85": pairs_acc >= 0.85,
         f"rankings at {half} prompts {curve['rankings', half]:.3f} >= pairs at {most} {curve['pairs', most]:.3f}":
             curve["rankings", half] >= curve["pairs", most],
         f"best-of-16 gold {bon:+.3f} > sft gold {sft['gold_reward']:+.3f}": bon > sft["gold_reward"],
     }
+    if "rm_pairs" in s["stages"]:  # `alignkit run rm_pairs=true`
+        pairs_acc = s["stages"]["rm_pairs"]["heldout_accuracy"]
+        checks[f"rm on pairwise comparisons alone {pairs_acc:.3f} >= 0.85"] = pairs_acc >= 0.85
     for name in ("dpo", "ppo"):
         m = models.get(name)
         if m is None:

@@ -21,7 +21,8 @@ RM_KEYS = {"heldout_accuracy", "accuracy_ceiling", "spearman_gold", "train_secon
 BON_ROW_KEYS = {"n", "kl", "proxy_reward", "gold_reward", "win_rate_vs_sft", "win_rate_ci", "oracle_gold_reward"}
 GRPO_CHECKER_KEYS = {"arithmetic_accuracy_before", "arithmetic_accuracy_after", "arithmetic_accuracy_before_ci",
                      "arithmetic_accuracy_after_ci", "accuracy_draws", "train_seconds"}
-STAGE_KEYS = {"pretrain": PRETRAIN_KEYS, "sft": SFT_KEYS, "rm": RM_KEYS, "grpo_arithmetic": GRPO_CHECKER_KEYS}
+STAGE_KEYS = {"pretrain": PRETRAIN_KEYS, "sft": SFT_KEYS, "rm": RM_KEYS, "rm_pairs": RM_KEYS,
+              "grpo_arithmetic": GRPO_CHECKER_KEYS}
 # Figures a run writes next to its summary.json: the pipeline's, then the report's (alignkit/eval/report.py).
 RUN_PNGS = ["best_of_n.png", "rm_curve.png", "frontier.png", "ppo.png",
             "win_rate.png", "overoptimisation.png", "training.png"]
@@ -36,6 +37,7 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
              "eval/base_few_shot/summary.json", "prefs/rankings.jsonl", "prefs/pairs.jsonl",
              "prefs/labels.jsonl", "prefs/heldout.jsonl", "prefs/summary.json", "rm/model/config.json",
              "rm/model/model.safetensors", "rm/metrics.jsonl", "rm/summary.json", "rm_curve/summary.json",
+             "rm_pairs/model/model.safetensors",
              "bon/summary.json", "bon/best_of_2/samples.jsonl", "dpo/model/model.safetensors", "dpo/ref_logps.pt",
              "dpo/eval/summary.json", "dpo_beta_0.3/eval/samples.jsonl", "ppo/model/model.safetensors",
              "ppo/value/config.json", "ppo/metrics.jsonl", "ppo/eval/summary.json", "ppo_ptx/summary.json",
@@ -45,6 +47,7 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
              *RUN_PNGS]
     missing = [p for p in paths if not (smoke_run / p).exists()]
     assert not missing, f"not written by the run: {missing}"
+    assert "trained on the pairwise comparisons alone" in (smoke_run / "report.md").read_text()  # rm_pairs
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
     assert summary["preset"] == "smoke"
@@ -95,7 +98,7 @@ def test_second_run_skips_unchanged_stages(smoke_run, capfd):
     before = (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capfd.readouterr().err  # file-descriptor level: stages after SFT may log from worker processes
-    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "bon", "dpo",
+    for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "rm_pairs", "bon", "dpo",
                   "dpo_beta_0.3", "dpo_round_2_prefs", "dpo_round_2", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before

@@ -80,20 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _interrupt_once() -> dict:
-    """Ctrl-C and SIGTERM (``kill``, a job scheduler, ``docker stop``) stop a command the same way, once:
-    the first raises KeyboardInterrupt (checkpoints stay resumable, ``alignkit run`` stops its worker
-    processes), later ones while it stops are ignored instead of breaking that off with a traceback.
-    Returns the handlers it replaced ({} when not in the main thread, where handlers cannot be set)."""
+def _interrupt_once(exit_fn=os._exit) -> dict:
+    """Ctrl-C and SIGTERM (``kill``, a job scheduler, ``docker stop``) stop a command the same way: the first
+    raises KeyboardInterrupt (checkpoints stay resumable, ``alignkit run`` stops its worker processes); a
+    second while it stops only says how to quit at once, so that the clean-up is not broken off with a
+    traceback; a third quits at once. Returns the handlers it replaced ({} when not in the main thread,
+    where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    stopping = False
+    count = 0
 
     def interrupt(signum, frame):
-        nonlocal stopping
-        if not stopping:
-            stopping = True
+        nonlocal count
+        count += 1
+        if count == 1:
             raise KeyboardInterrupt
+        if count == 2:
+            print("alignkit: stopping (press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+        else:
+            exit_fn(130)
 
     return {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
 

@@ -157,7 +157,8 @@ class PrefsConfig:
     out: str = param("runs/prefs", "output dir: rankings.jsonl, pairs.jsonl, labels.jsonl, heldout.jsonl, summary.json")
     # sampling
     n_prompts: int = param(0, "train prompts to label (0 = every train prompt of the world)", min=0)
-    k: int = param(4, "responses sampled per prompt (a ranking of k; the pair is the first two)", min=2)
+    k: int = param(4, "responses shown per prompt (a ranking of k; the pairs are the first two, the next two, …)",
+                   min=2)
     pairs_per_prompt: int = param(2, "pairwise comparisons per prompt, each an independent label: answers 1-2, then "
                                   "3-4, … as far as the prompt's distinct answers go (k=4: at most 2)", min=1)
     temperature: float = param(0.7, "sampling temperature of the compared responses (recorded in each record)",

@@ -24,6 +24,8 @@ import os
 import platform
 import random
 import shutil
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -385,6 +387,9 @@ def _init_worker(threads: int, run_dir: Path, parent: int) -> None:
 
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # as the command line does: no per-file "Loading weights" bars
+    # Ctrl-C in a terminal reaches the whole process group: the main process stops the workers itself,
+    # so each of them does not print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_LOCK = _flock(run_dir / WORKERS_LOCK, shared=True)  # released when this process ends
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()  # (gone already, if killed early)
 
@@ -412,18 +417,21 @@ def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
     """Hold the run folder for this process: a second ``alignkit run`` into it is refused while this one
     runs, and waits (up to ``wait_workers_s``) for worker processes of an earlier, killed run to stop.
     The locks are ``flock``s, released by the system when a process ends however it ends; where there is
-    no ``flock`` (Windows) nothing is locked."""
+    no ``flock`` (Windows, a file system without locks) nothing is locked."""
     held = _flock(run_dir / RUN_LOCK, owner=True)
     if held is False:
         holder = (run_dir / RUN_LOCK).read_text().strip()
         raise AlignkitError(f"{run_dir} is in use by another alignkit run (process {holder or '?'}): wait for it "
                             "to finish or stop it, or pass another name=")
     try:
-        deadline = time.monotonic() + wait_workers_s
+        deadline, said = time.monotonic() + wait_workers_s, False
         while (workers := _flock(run_dir / WORKERS_LOCK)) is False:
             if time.monotonic() > deadline:
                 raise AlignkitError(f"{run_dir}: worker processes of an earlier alignkit run are still writing to "
                                     f"it after {wait_workers_s:.0f} s; stop them (see `ps`) and run again")
+            if not said:
+                info(f"run: waiting for the worker processes of an earlier run in {run_dir} to stop")
+                said = True
             time.sleep(0.5)
         if workers is not None:
             workers.close()  # none left: this run's own workers take it shared
@@ -435,20 +443,30 @@ def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
 
 def _flock(path: Path, *, shared: bool = False, owner: bool = False):
     """An open file holding an flock on ``path`` (exclusive, or shared), False when another process holds a
-    conflicting one, None without flock. ``owner`` writes this process's id into the file."""
+    conflicting one, None where there is no flock. ``owner`` writes this process's id into the file."""
+    import errno
+
     try:
         import fcntl
     except ImportError:  # Windows
         return None
-    f = open(path, "a+")
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise AlignkitError(f"{path}: {e.strerror} (the run folder must be writable)") from None
     try:
         fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         f.close()
         return False
+    except OSError as e:  # a file system without locks (some NFS, FUSE or SMB mounts): run unlocked
+        f.close()
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return None
+        raise AlignkitError(f"{path}: {e.strerror}") from None
     if owner:
         f.truncate(0)
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{socket.gethostname()}:{os.getpid()}\n")
         f.flush()
     return f
 
@@ -720,8 +738,8 @@ def print_table(summary: dict) -> None:
                   f"{_num(r.get('heldout_accuracy_head'))}, the surprise alone {_num(r.get('heldout_accuracy_prior'))}")
     if "rm_pairs" in st:
         r = st["rm_pairs"]
-        print(f"  the same on the pairwise comparisons alone ({r['train_comparisons']} of {r['train_prompts']} "
-              f"prompts): held-out accuracy {_num(r.get('heldout_accuracy'))}")
+        print(f"  the same on the pairwise comparisons alone ({r['train_comparisons']} comparisons on "
+              f"{r['train_prompts']} prompts): held-out accuracy {_num(r.get('heldout_accuracy'))}")
     for p in st.get("rm_curve", {}).get("points", []):
         print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}")
     if "bon" in st:

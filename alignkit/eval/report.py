@@ -270,8 +270,8 @@ def reward_model(summary: dict, run_dir: Path) -> Section:
     if pairs:
         section.blocks.append(Text(
             f"The same reward model trained on the pairwise comparisons alone ({_num(pairs.get('train_comparisons'), 'd')} "
-            f"comparisons of two answers on {_num(pairs.get('train_prompts'), 'd')} prompts, tie and both-bad labels "
-            f"included): held-out accuracy {_num(pairs.get('heldout_accuracy'), '.1%')}."))
+            f"comparisons of two answers on {_num(pairs.get('train_prompts'), 'd')} prompts): held-out accuracy "
+            f"{_num(pairs.get('heldout_accuracy'), '.1%')}."))
     points = stages.get("rm_curve", {}).get("points") or []
     if any(p.get("heldout_accuracy") is not None for p in points):
         section.blocks += [

@@ -87,8 +87,8 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
         responses = _distinct(sampled)
         written = []
         if rng.random() < cfg.ideal_fraction:
-            i = rng.randrange(min(2, len(responses) + 1))
-            responses = _distinct(responses[:i] + [task.ideal] + responses[i + 1:])
+            at = rng.randrange(min(2, len(responses) + 1))
+            responses = _distinct(responses[:at] + [task.ideal] + responses[at + 1:])
             written = [responses.index(task.ideal)]
         responses = responses[:cfg.k]
         if len(responses) < 2:
@@ -102,13 +102,13 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
         for j in range(min(cfg.pairs_per_prompt, len(responses) // 2)):
             a, b = responses[2 * j], responses[2 * j + 1]
             verdict = labeller.compare(task, a, b, rng if j == 0 else pair_rng)
-            pair_meta = {**meta, "comparison": j + 1, "labeller_written": [i - 2 * j for i in written
-                                                                           if 2 * j <= i < 2 * j + 2]}
+            pair_meta = {**meta, "comparison": j + 1, "labeller_written": [w - 2 * j for w in written
+                                                                           if 2 * j <= w < 2 * j + 2]}
             if verdict in ("a", "b"):
                 chosen = 0 if verdict == "a" else 1
                 pairs.append({**base, "chosen": (a, b)[chosen], "rejected": (a, b)[1 - chosen],
-                              "meta": {**pair_meta, "labeller_written": [("chosen" if i == chosen else "rejected")
-                                                                         for i in pair_meta["labeller_written"]]}})
+                              "meta": {**pair_meta, "labeller_written": [("chosen" if w == chosen else "rejected")
+                                                                         for w in pair_meta["labeller_written"]]}})
                 gap = world.oracle.score(task, a) - world.oracle.score(task, b)
                 if abs(gap) > cfg.tie_margin:
                     n_strict += 1

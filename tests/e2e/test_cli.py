@@ -198,19 +198,19 @@ def test_sigterm_stops_a_command_as_an_interrupt_does(capsys, monkeypatch):
 
 
 def test_a_second_interrupt_does_not_break_off_the_stopping(capsys, monkeypatch):
-    """Ctrl-C pressed again while a command stops (checkpoint, workers) is ignored, not a traceback."""
+    """Ctrl-C pressed again while a command stops (checkpoint, workers) says how to quit at once instead of
+    breaking the clean-up off with a traceback; a third press quits at once."""
     import os
     import signal
     import time
 
-    stopped = []
+    stopped, quits = [], []
 
     def interrupted_twice(args):
         try:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)
         finally:  # the cleanup a stage or alignkit run does on the way out
-            os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.2)
             stopped.append(True)
@@ -219,8 +219,23 @@ def test_a_second_interrupt_does_not_break_off_the_stopping(capsys, monkeypatch)
     before = signal.getsignal(signal.SIGINT)
     assert main(["ppo"]) == 130
     assert stopped == [True]
-    assert "alignkit: interrupted (to resume, add resume=true" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "press Ctrl-C again to quit at once" in err and "alignkit: interrupted (to resume, add resume=true" in err
     assert signal.getsignal(signal.SIGINT) is before
+
+    from alignkit.cli import _interrupt_once
+
+    previous = _interrupt_once(exit_fn=quits.append)
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)
+        handler(signal.SIGINT, None)
+        handler(signal.SIGTERM, None)
+        assert quits == [130]
+    finally:
+        for signum, h in previous.items():
+            signal.signal(signum, h)
 
 
 def test_chat_command_reads_stdin(smoke_run, capsys, monkeypatch):
@@ -351,3 +366,21 @@ def test_preferences_compare_answers_in_independent_pairs(smoke_run, tmp_path):
     for r in second:
         shown = r.get("responses") or [r["chosen"], r["rejected"]]
         assert sorted(shown) == sorted(four[r["prompt"]][2:])
+
+
+def test_every_held_out_prompt_is_sampled_once_whatever_the_labeller_wrote(smoke_run, tmp_path):
+    """The labeller's ideal answers are placed by a random draw; it must not change which held-out prompts a
+    part samples (it once did: a part could sample the other part's half, or skip the first prompt)."""
+    from dataclasses import asdict
+
+    from alignkit.config import WorldConfig, load_config
+    from alignkit.world import build_world
+
+    world = build_world(**asdict(load_config(WorldConfig, config_file=PRESETS / "smoke" / "world.yaml")))
+    held = [t.prompt for t in world.tasks("heldout")]
+    for seed in range(4):
+        out = tmp_path / f"s{seed}"
+        assert main(["prefs", "--world-config", str(PRESETS / "smoke" / "world.yaml"), f"model={smoke_run / 'sft' / 'model'}",
+                     f"out={out}", "n_prompts=6", "ideal_fraction=1", f"seed={seed}", "max_new_tokens=3",
+                     "heldout_k=1", "progress=false"]) == 0
+        assert [json.loads(line)["prompt"] for line in open(out / "heldout.jsonl")] == held

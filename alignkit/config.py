@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -487,15 +487,36 @@ def load_config(cls: type, *, config_file: str | Path | None = None, overrides: 
     values: dict = {}
     if base:
         _merge(values, base)
+    from_file: set = set()
     if config_file is not None:
-        _merge(values, read_yaml(config_file))
+        read = read_yaml(config_file)
+        from_file = _dotted(read)
+        _merge(values, read)
+    from_cli: set = set()
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not key=value")
-        _merge(values, _nest(key.strip(), _parse_scalar(raw)))
-    origin = f" in {config_file}" if config_file else ""
+        value = _parse_scalar(raw)
+        from_cli |= _dotted(_nest(key.strip(), value))
+        _merge(values, _nest(key.strip(), value))
+
+    def origin(key: str) -> str:
+        """The file a bad key came from, for its error (none for a key=value of the command line)."""
+        within = lambda keys: any(k == key or k.startswith(key + ".") for k in keys)  # noqa: E731
+        return f" in {config_file}" if within(from_file) and not within(from_cli) else ""
+
     return _build(cls, values, prefix="", origin=origin)
+
+
+def _dotted(values: dict, prefix: str = "") -> set:
+    """The dotted names of every key of a nested mapping: {'a': {'b': 1}} → {'a', 'a.b'}."""
+    out = set()
+    for k, v in values.items():
+        out.add(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out |= _dotted(v, f"{prefix}{k}.")
+    return out
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -576,23 +597,24 @@ def _parse_scalar(raw: str) -> Any:
         return raw
 
 
-def _build(cls: type, values: dict, prefix: str, origin: str) -> Any:
+def _build(cls: type, values: dict, prefix: str, origin: Callable[[str], str]) -> Any:
     known = {f.name: f for f in fields(cls)}
     for key in values:
         if key not in known:
             hint = difflib.get_close_matches(str(key), known, n=1)
             suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else f"; allowed: {', '.join(known)}"
-            raise ConfigError(f"unknown key '{prefix}{key}'{origin}{suggestion}")
+            raise ConfigError(f"unknown key '{prefix}{key}'{origin(f'{prefix}{key}')}{suggestion}")
     kwargs = {}
     hints = typing.get_type_hints(cls)
     for name, f in known.items():
+        key = f"{prefix}{name}"
         if f.metadata.get("section"):
             sub = values.get(name, {})
             if not isinstance(sub, dict):
-                raise ConfigError(f"key '{prefix}{name}'{origin} must be a section of key: value pairs")
-            kwargs[name] = _build(hints[name], sub, f"{prefix}{name}.", origin)
+                raise ConfigError(f"key '{key}'{origin(key)} must be a section of key: value pairs")
+            kwargs[name] = _build(hints[name], sub, f"{key}.", origin)
         elif name in values:
-            kwargs[name] = _check(f, hints[name], values[name], f"{prefix}{name}", origin)
+            kwargs[name] = _check(f, hints[name], values[name], key, origin(key))
     return cls(**kwargs)
 
 

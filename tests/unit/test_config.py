@@ -48,6 +48,22 @@ def test_yaml_errors_name_file_and_line(tmp_path):
     g.write_text("max_step: 5\n")
     with pytest.raises(ConfigError, match=r"unknown key 'max_step' in .*typo.yaml; did you mean 'max_steps'"):
         load_config(PretrainConfig, config_file=g)
+    # a bad key=value beside a good file is not blamed on the file, and a bad file key beside good overrides is
+    good = tmp_path / "good.yaml"
+    good.write_text("max_steps: 5\nlr: 0.001\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, config_file=good, overrides=["threads=x"])
+    assert str(e.value) == "key 'threads' must be an integer, got 'x'"
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, config_file=good, overrides=["max_stepz=5"])
+    assert str(e.value).startswith("unknown key 'max_stepz'; did you mean")
+    neg = tmp_path / "neg.yaml"
+    neg.write_text("lr: -1\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' in .*neg.yaml must be > 0"):
+        load_config(PretrainConfig, config_file=neg, overrides=["max_steps=7"])
+    with pytest.raises(ConfigError) as e:  # the file's value, replaced on the command line by a bad one
+        load_config(PretrainConfig, config_file=good, overrides=["lr=-2"])
+    assert str(e.value) == "key 'lr' must be > 0, got -2.0"
 
 
 def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):

@@ -135,7 +135,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     base = read_yaml(preset_file(args.preset, "pretrain")) if args.preset else None
     cfg = load_config(PretrainConfig, config_file=args.config, overrides=args.overrides, base=base)
-    pretrain.run(cfg)
+    with _holding(cfg.out):
+        pretrain.run(cfg)
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
@@ -143,7 +144,8 @@ def cmd_sft(args: argparse.Namespace) -> None:
 
     base = read_yaml(preset_file(args.preset, "sft")) if args.preset else None
     cfg = load_config(SFTConfig, config_file=args.config, overrides=args.overrides, base=base)
-    sft.run(cfg)
+    with _holding(cfg.out):
+        sft.run(cfg)
 
 
 def cmd_prefs(args: argparse.Namespace) -> None:
@@ -151,21 +153,25 @@ def cmd_prefs(args: argparse.Namespace) -> None:
 
     cfg = load_config(PrefsConfig, config_file=args.config, overrides=args.overrides,
                       base=_preset(args.preset, "prefs"))
-    prefs.run(cfg, _world(args.world_config))
+    world = _world(args.world_config)
+    with _holding(cfg.out):
+        prefs.run(cfg, world)
 
 
 def cmd_rm(args: argparse.Namespace) -> None:
     from alignkit.stages import rm
 
     cfg = load_config(RMConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "rm"))
-    rm.run(cfg)
+    with _holding(cfg.out):
+        rm.run(cfg)
 
 
 def cmd_dpo(args: argparse.Namespace) -> None:
     from alignkit.stages import dpo
 
     cfg = load_config(DPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "dpo"))
-    dpo.run(cfg)
+    with _holding(cfg.out):
+        dpo.run(cfg)
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
@@ -173,7 +179,8 @@ def cmd_ppo(args: argparse.Namespace) -> None:
 
     cfg = load_config(PPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "ppo"))
     world = _world(args.world_config) if cfg.prompts == "world" else None
-    summary = ppo.run(cfg, world)
+    with _holding(cfg.out):
+        summary = ppo.run(cfg, world)
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=1))
 
 
@@ -182,7 +189,8 @@ def cmd_grpo(args: argparse.Namespace) -> None:
 
     cfg = load_config(GRPOConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "grpo"))
     world = _world(args.world_config) if cfg.prompts == "world" else None
-    summary = grpo.run(cfg, world)
+    with _holding(cfg.out):
+        summary = grpo.run(cfg, world)
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=1))
 
 
@@ -190,11 +198,20 @@ def cmd_bon(args: argparse.Namespace) -> None:
     from alignkit.stages import bon
 
     cfg = load_config(BonConfig, config_file=args.config, overrides=args.overrides, base=_preset(args.preset, "bon"))
-    summary = bon.run(cfg, _world(args.world_config))
+    world = _world(args.world_config)
+    with _holding(cfg.out):
+        summary = bon.run(cfg, world)
     print(f"{'n':>4}{'KL':>7}{'proxy':>9}{'gold':>9}{'win vs sft':>12}{'oracle-selected gold':>22}")
     for row in summary["curve"]:
         print(f"{row['n']:>4}{row['kl']:>7.2f}{row['proxy_reward']:>+9.3f}{row['gold_reward']:>+9.3f}"
               f"{row['win_rate_vs_sft']:>12.2f}{row['oracle_gold_reward']:>+22.3f}")
+
+
+def _holding(out: str):
+    """The lock on a stage command's ``out`` for the command's duration (see :func:`alignkit.pipeline.out_lock`)."""
+    from alignkit.pipeline import out_lock
+
+    return out_lock(Path(out))
 
 
 def _preset(preset: str | None, stage: str) -> dict | None:

@@ -441,6 +441,52 @@ def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
             held.close()
 
 
+@contextmanager
+def out_lock(out: Path):
+    """Hold a stage command's output folder while it runs: a second command into the same ``out`` is refused,
+    and so is one into a stage folder of a running ``alignkit run``. The lock is ``.<name>.lock`` beside
+    ``out`` (inside it, ``overwrite=true`` would delete it with the folder), removed when the command ends."""
+    out = Path(out)
+    run = out.parent / RUN_LOCK
+    if run.is_file():
+        running = _flock(run, shared=True)
+        if running is False:
+            raise AlignkitError(f"{out.parent} is in use by an alignkit run (process "
+                                f"{_read(run) or '?'}): wait for it to finish, or pass another out=")
+        if running is not None:
+            running.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.parent / f".{out.name}.lock"
+    while True:
+        held = _flock(lock, owner=True)
+        if held is False:
+            raise AlignkitError(f"{out} is in use by another alignkit command (process "
+                                f"{_read(lock) or '?'}): wait for it to finish, or pass another out=")
+        if held is None or _same_file(held, lock):
+            break
+        held.close()  # the holder removed the file as this process locked it: lock the new one
+    try:
+        yield
+    finally:
+        if held is not None:
+            lock.unlink(missing_ok=True)  # before the release, so that no one locks a removed file unknowingly
+            held.close()
+
+
+def _same_file(f, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 def _flock(path: Path, *, shared: bool = False, owner: bool = False):
     """An open file holding an flock on ``path`` (exclusive, or shared), False when another process holds a
     conflicting one, None where there is no flock. ``owner`` writes this process's id into the file."""
@@ -453,7 +499,7 @@ def _flock(path: Path, *, shared: bool = False, owner: bool = False):
     try:
         f = open(path, "a+")
     except OSError as e:
-        raise AlignkitError(f"{path}: {e.strerror} (the run folder must be writable)") from None
+        raise AlignkitError(f"{path}: {e.strerror} (its folder must be writable)") from None
     try:
         fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:

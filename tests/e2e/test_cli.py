@@ -313,6 +313,32 @@ def test_prefs_rm_bon_dpo_commands(smoke_run, tmp_path, capsys):
     assert main(["bon", "--world-config", world, f"model={sft}", f"rm={tmp_path / 'rm' / 'model'}",
                  f"out={tmp_path / 'bon'}"]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*.lock"))  # each command's lock on its out is gone with it
+
+
+def test_a_stage_command_refuses_an_out_in_use(tmp_path, capsys):
+    from alignkit.pipeline import RUN_LOCK, _flock
+
+    out = tmp_path / "sft"
+    other = _flock(tmp_path / ".sft.lock", owner=True)  # another command writing to the same out
+    try:
+        assert main(["sft", f"out={out}", "model=nope"]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another alignkit command (process " in err and "\n" not in err.strip()
+        assert not out.exists()
+    finally:
+        other.close()
+    assert main(["sft", f"out={out}", "model=nope"]) == 2  # free again: stops at its own check of the model
+    assert "model directory nope does not exist" in capsys.readouterr().err
+    assert not (tmp_path / ".sft.lock").exists()
+    run = _flock(tmp_path / RUN_LOCK, owner=True)  # tmp_path is the folder of a running `alignkit run`
+    try:
+        assert main(["rm", f"out={tmp_path / 'rm'}", "model=nope", "data=x.jsonl"]) == 2
+        assert f"{tmp_path} is in use by an alignkit run" in capsys.readouterr().err
+    finally:
+        run.close()
+    assert main(["rm", f"out={tmp_path / 'rm'}", "model=nope", "data=x.jsonl"]) == 2  # the run has ended
+    assert "in use" not in capsys.readouterr().err
 
 
 def test_preferences_are_collected_in_parts_and_merged(smoke_run):

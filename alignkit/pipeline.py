@@ -424,6 +424,12 @@ def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
         raise AlignkitError(f"{run_dir} is in use by another alignkit run (process {holder or '?'}): wait for it "
                             "to finish or stop it, or pass another name=")
     try:
+        for lock in sorted(run_dir.glob(".*.lock")):  # a stage command writing into one of the run's folders
+            if lock.name not in (RUN_LOCK, WORKERS_LOCK) and (command := _flock(lock, shared=True)) is not None:
+                if command is False:
+                    raise AlignkitError(f"{run_dir / lock.name[1:-len('.lock')]} is in use by an alignkit command "
+                                        f"(process {_read(lock) or '?'}): wait for it to finish, or pass another name=")
+                command.close()
         deadline, said = time.monotonic() + wait_workers_s, False
         while (workers := _flock(run_dir / WORKERS_LOCK)) is False:
             if time.monotonic() > deadline:

@@ -222,3 +222,19 @@ def test_the_curves_pairs_are_one_comparison_per_prompt(tmp_path, monkeypatch):
     _rm_curve(RunConfig(rm_curve=[4]), RMConfig(), prefs, tmp_path / "curve")
     assert len(seen["pairs-4"]) == 4 and all(r["meta"]["comparison"] == 1 for r in seen["pairs-4"])
     assert len(seen["rankings-4"]) == 4
+
+
+def test_a_run_is_refused_while_a_stage_command_writes_into_its_folder(tmp_path):
+    from alignkit.pipeline import _flock, run_lock
+
+    (tmp_path / ".stale.lock").write_text("host:1\n")  # left by a command that ended: no one holds it
+    command = _flock(tmp_path / ".sft.lock", owner=True)  # `alignkit sft out=<run>/sft`, still running
+    try:
+        with pytest.raises(AlignkitError, match=r"sft is in use by an alignkit command \(process .+:\d+\)"):
+            with run_lock(tmp_path, wait_workers_s=0.1):
+                pass
+    finally:
+        command.close()
+    with run_lock(tmp_path, wait_workers_s=0.1):
+        pass
+

@@ -425,11 +425,9 @@ def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
                             "to finish or stop it, or pass another name=")
     try:
         for lock in sorted(run_dir.glob(".*.lock")):  # a stage command writing into one of the run's folders
-            if lock.name not in (RUN_LOCK, WORKERS_LOCK) and (command := _flock(lock, shared=True)) is not None:
-                if command is False:
-                    raise AlignkitError(f"{run_dir / lock.name[1:-len('.lock')]} is in use by an alignkit command "
-                                        f"(process {_read(lock) or '?'}): wait for it to finish, or pass another name=")
-                command.close()
+            if lock.name not in (RUN_LOCK, WORKERS_LOCK):
+                _refuse_if_held(lock, f"{run_dir / lock.name[1:-len('.lock')]} is in use by an alignkit command",
+                                "name=")
         deadline, said = time.monotonic() + wait_workers_s, False
         while (workers := _flock(run_dir / WORKERS_LOCK)) is False:
             if time.monotonic() > deadline:
@@ -453,14 +451,8 @@ def out_lock(out: Path):
     and so is one into a stage folder of a running ``alignkit run``. The lock is ``.<name>.lock`` beside
     ``out`` (inside it, ``overwrite=true`` would delete it with the folder), removed when the command ends."""
     out = Path(out)
-    run = out.parent / RUN_LOCK
-    if run.is_file():
-        running = _flock(run, shared=True)
-        if running is False:
-            raise AlignkitError(f"{out.parent} is in use by an alignkit run (process "
-                                f"{_read(run) or '?'}): wait for it to finish, or pass another out=")
-        if running is not None:
-            running.close()
+    if (out.parent / RUN_LOCK).is_file():
+        _refuse_if_held(out.parent / RUN_LOCK, f"{out.parent} is in use by an alignkit run", "out=")
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.parent / f".{out.name}.lock"
     while True:
@@ -477,6 +469,15 @@ def out_lock(out: Path):
         if held is not None:
             lock.unlink(missing_ok=True)  # before the release, so that no one locks a removed file unknowingly
             held.close()
+
+
+def _refuse_if_held(lock: Path, in_use: str, other: str) -> None:
+    """Raise ``in_use`` (with the holder's process) when another process holds ``lock``; hold nothing."""
+    probe = _flock(lock, shared=True)
+    if probe is False:
+        raise AlignkitError(f"{in_use} (process {_read(lock) or '?'}): wait for it to finish, or pass another {other}")
+    if probe is not None:
+        probe.close()
 
 
 def _same_file(f, path: Path) -> bool:

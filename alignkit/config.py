@@ -498,9 +498,9 @@ def load_config(cls: type, *, config_file: str | Path | None = None, overrides: 
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not key=value")
-        value = _parse_scalar(raw)
-        from_cli |= _dotted(_nest(key.strip(), value))
-        _merge(values, _nest(key.strip(), value))
+        nested = _nest(key.strip(), _parse_scalar(raw))
+        from_cli |= _dotted(nested)
+        _merge(values, nested)
 
     def origin(key: str) -> str:
         """The file a bad key came from, for its error (none for a key=value of the command line)."""

@@ -420,9 +420,8 @@ def run_lock(run_dir: Path, wait_workers_s: float = 60.0):
     no ``flock`` (Windows, a file system without locks) nothing is locked."""
     held = _flock(run_dir / RUN_LOCK, owner=True)
     if held is False:
-        holder = (run_dir / RUN_LOCK).read_text().strip()
-        raise AlignkitError(f"{run_dir} is in use by another alignkit run (process {holder or '?'}): wait for it "
-                            "to finish or stop it, or pass another name=")
+        raise AlignkitError(f"{run_dir} is in use by another alignkit run (process {_read(run_dir / RUN_LOCK) or '?'}): "
+                            "wait for it to finish or stop it, or pass another name=")
     try:
         for lock in sorted(run_dir.glob(".*.lock")):  # a stage command writing into one of the run's folders
             if lock.name not in (RUN_LOCK, WORKERS_LOCK):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,9 +27,20 @@ BATCH, MINIBATCH, EPOCHS, LENGTH, TEMPERATURE = 64, 16, 2, 48, 0.7
 
 
 def models(run: Path | None, root: Path) -> tuple[Path, Path]:
-    """(policy dir, reward-model dir): the run's SFT and reward model, or tiny random ones."""
+    """(policy dir, reward-model dir): the run's SFT and reward model, or tiny random ones.
+
+    The run's reward model is copied without its prior (``reward_prior`` in config.json, the SFT model's
+    surprise added to the head): TRL loads the directory as a plain sequence-classification model and
+    scores with the head alone, so alignkit must score with the same head for the two to do the same work.
+    """
     if run is not None and (run / "sft" / "model").is_dir() and (run / "rm" / "model").is_dir():
-        return run / "sft" / "model", run / "rm" / "model"
+        from alignkit.models.heads import PRIOR_KEY
+
+        shutil.copytree(run / "rm" / "model", root / "rm")
+        config = json.loads((root / "rm" / "config.json").read_text())
+        config.pop(PRIOR_KEY, None)
+        (root / "rm" / "config.json").write_text(json.dumps(config, indent=2))
+        return run / "sft" / "model", root / "rm"
     from alignkit.models.heads import new_scalar_model
     from alignkit.models.load import build_config, new_model, save_model
     from alignkit.models.tokenizer import train_tokenizer

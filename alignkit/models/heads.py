@@ -183,11 +183,12 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return (positions * attention_mask.long()).argmax(dim=1)
 
 
-def scalar_outputs(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """The head at every position: (B, T) fp32. Position ids count real tokens, so padding does not shift them.
+def scalar_outputs(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """The head at every position: (B, T) fp32. Position ids count real tokens, so padding does not shift them;
+    ``attention_mask=None`` reads every row from position 0 with no mask (rows padded at the end only).
     A LoRA (peft) model is read through its wrapped model, whose layers carry the adapters."""
     model = _unwrapped(model)
-    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    position_ids = None if attention_mask is None else (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False).last_hidden_state
     return model.score(hidden).squeeze(-1).float()

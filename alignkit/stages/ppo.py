@@ -57,7 +57,12 @@ from alignkit.losses.ppo import (
     whiten,
 )
 from alignkit.losses.reduce import masked_mean
-from alignkit.models.logprobs import completion_logprobs, completion_logprobs_and_hidden
+from alignkit.models.logprobs import (
+    by_length,
+    completion_logprobs,
+    completion_logprobs_and_hidden,
+    layout,
+)
 from alignkit.models.lora import adapters_disabled, add_lora, save_adapter, save_trained
 from alignkit.models.tokenizer import same_vocabulary
 from alignkit.rollout.prompts import check_prompt_lengths, prompt_rows
@@ -124,7 +129,8 @@ def run(cfg: PPOConfig, world=None, *, stop_after: int | None = None) -> dict:
     for m in (policy, reference, value, rm):
         if m is not None and not isinstance(m, ValueHead):
             disable_dropout(m)
-    terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=judge, normalized=cfg.normalize_reward)
+    terms = build_reward(cfg.reward, rm=rm, rm_tokenizer=rm_tokenizer, world=judge, normalized=cfg.normalize_reward,
+                         batch_size=cfg.minibatch)
     torch.manual_seed(cfg.seed)  # what follows draws the same numbers whichever critic was built above
     open_out_dir(out, cfg)
     dump_yaml(cfg, out / "config.yaml")
@@ -215,9 +221,10 @@ def rollout(cfg: PPOConfig, step: int, rows: list[dict], policy, reference, valu
     batch = {"prompt_ids": samples.prompt_ids.to(device), "prompt_mask": samples.prompt_mask.to(device),
              "completion_ids": samples.completion_ids.to(device), "completion_mask": samples.completion_mask.to(device)}
     mask = batch["completion_mask"].float()
-    old_logp, old_values = logprobs_and_values(policy, value, batch, cfg.temperature)
+    old_logp, old_values = logprobs_and_values(policy, value, batch, cfg.temperature, batch_size=cfg.minibatch)
     with adapters_disabled(reference if reference is not None else policy) as ref_model:
-        ref_logp = completion_logprobs(ref_model, *batch.values(), temperature=cfg.temperature)
+        ref_logp = completion_logprobs(ref_model, *batch.values(), temperature=cfg.temperature,
+                                       batch_size=cfg.minibatch)
 
     scores, parts = total_reward(terms, rows, texts)
     unscorable = torch.isnan(scores)  # no reward term could score it: no reward signal beyond the KL
@@ -306,25 +313,30 @@ class ValueHead(torch.nn.Module):
         return self.score(hidden).squeeze(-1).float()
 
 
-def logprobs_and_values(policy, value, batch: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def logprobs_and_values(policy, value, batch: dict, temperature: float,
+                        batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the response tokens under the policy and the critic's values at the same positions,
-    (B, A) each: one forward pass with a shared trunk, one per model otherwise."""
-    ids = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
-    if isinstance(value, ValueHead):
-        logp, hidden = completion_logprobs_and_hidden(policy, *ids, temperature=temperature)
-        return logp, value(hidden) * batch["completion_mask"]
-    return completion_logprobs(policy, *ids, temperature=temperature), response_values(value, batch)
+    (B, A) each: one forward pass with a shared trunk, one per model otherwise; over micro-batches of
+    ``batch_size`` rows of similar length (None: all at once)."""
+    def both(*ids):
+        if isinstance(value, ValueHead):
+            logp, hidden = completion_logprobs_and_hidden(policy, *ids, temperature=temperature)
+            return logp, value(hidden) * ids[3]
+        return (completion_logprobs(policy, *ids, temperature=temperature),
+                response_values(value, dict(zip(("prompt_ids", "prompt_mask", "completion_ids", "completion_mask"),
+                                                ids))))
+
+    return by_length(both, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                     batch["completion_mask"], batch_size=batch_size)
 
 
 def response_values(value, batch: dict) -> torch.Tensor:
     """V(x, y_<t) at every response position: the head at the position that predicts token t; (B, A) fp32."""
     from alignkit.models.heads import scalar_outputs
 
-    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    P, A = batch["prompt_ids"].size(1), batch["completion_ids"].size(1)
-    values = scalar_outputs(value, ids, mask)[:, P - 1:P - 1 + A]
-    return values * batch["completion_mask"]
+    ids, _, _, col = layout(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                            batch["completion_mask"])  # one sequence per row, from position 0: no mask needed
+    return scalar_outputs(value, ids, None).gather(1, col) * batch["completion_mask"]
 
 
 # ----------------------------------------------------------------------------------------------------

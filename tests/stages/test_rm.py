@@ -186,7 +186,7 @@ def test_rm_with_lora_saves_an_adapter_and_a_normalised_merged_model(tmp_path, b
     torch.testing.assert_close(score_responses(merged, tok, PROMPTS * 2, GOOD + BAD), both, rtol=1e-4, atol=1e-4)
 
 
-def test_prior_surprise_is_the_least_likely_response_token(backbone):
+def test_prior_surprise_is_the_least_likely_response_token(backbone, monkeypatch):
     from alignkit.data.templates import render_completion
     from alignkit.models.heads import prior_surprise
     from alignkit.models.load import load_model
@@ -203,15 +203,15 @@ def test_prior_surprise_is_the_least_likely_response_token(backbone):
         torch.testing.assert_close(prior_surprise(lm, tok, prompts, responses, batch_size=batch_size),
                                    torch.tensor(expected), rtol=1e-5, atol=1e-5)
     # identical answers are computed once, and not again with a memo of an earlier call
-    rows = []
-    hook = lm.register_forward_hook(lambda module, args, kwargs, out: rows.append(kwargs["input_ids"].size(0)),
-                                    with_kwargs=True)
+    import alignkit.models.logprobs as logprobs
+
+    rows, scored = [], logprobs.completion_logprobs
+    monkeypatch.setattr(logprobs, "completion_logprobs", lambda m, p, *a, **k: rows.append(p.size(0)) or scored(m, p, *a, **k))
     memo = {}
     twice = prior_surprise(lm, tok, prompts * 2, responses * 2, memo=memo)
     torch.testing.assert_close(twice, torch.tensor(expected * 2), rtol=1e-5, atol=1e-5)
     assert sum(rows) == 5 and len(memo) == 5
     torch.testing.assert_close(prior_surprise(lm, tok, prompts[:2], responses[:2], memo=memo), twice[:2])
-    hook.remove()
     assert sum(rows) == 5
     # responses cut away entirely by max_length have no token to be surprised by
     assert prior_surprise(lm, tok, prompts, responses, max_length=2).tolist() == [0.0] * 5

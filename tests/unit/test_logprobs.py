@@ -110,3 +110,67 @@ def test_gradient_flows_when_enabled_and_not_under_no_grad():
     assert model.model.embed_tokens.weight.grad.abs().sum() > 0
     with torch.no_grad():
         assert not completion_logprobs(model, *batch).requires_grad
+
+
+# rows of very different lengths, as a random minibatch of rollouts has: short ones packed several to a row
+VARIED = [([1 + i % 7] * (2 + i % 3), [10 + i % 11] * (1 + i % 4)) for i in range(11)] + [([7] * 6, [20] * 14)]
+
+
+def test_packed_rows_give_each_sequence_its_own_values_and_gradients():
+    from alignkit.models.logprobs import completion_logprobs_and_hidden, layout
+
+    model = _model()
+    batch = _batch(VARIED, P=8, A=14, pad=63)
+    ids, positions, row, col = layout(*batch, pack=lambda: True)
+    assert ids.size(0) < len(VARIED) and positions is not None  # packed: fewer rows than sequences
+    assert int((positions == 0).sum()) >= len(VARIED)  # every sequence restarts at position 0
+    logps, hidden = completion_logprobs_and_hidden(model, *batch)
+    (logps.sum() + (hidden * batch[3][..., None]).sum()).backward()  # hidden past a completion's end: unused
+    packed_grad = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for b, (p, c) in enumerate(VARIED):
+        alone, alone_hidden = completion_logprobs_and_hidden(model, *_batch([(p, c)], P=len(p), A=len(c)))
+        torch.testing.assert_close(logps[b, :len(c)], alone[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logps[b, :len(c)], _naive(model, p, c).detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(hidden[b, :len(c)], alone_hidden[0], rtol=1e-5, atol=1e-5)
+        assert torch.equal(logps[b, len(c):], torch.zeros(14 - len(c)))
+        (alone.sum() + alone_hidden.sum()).backward()
+    for packed, summed in zip(packed_grad, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(packed, summed, rtol=1e-4, atol=1e-5)
+
+
+class _NoPositions(torch.nn.Module):
+    """A causal LM that ignores position ids: it cannot keep packed sequences apart."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids, position_ids=None, **kwargs):
+        return self.model(input_ids=input_ids, **kwargs)
+
+
+@torch.no_grad()
+def test_a_model_that_mixes_packed_sequences_is_not_packed():
+    from alignkit.models.logprobs import _packs
+
+    model = _model()
+    assert _packs(model)
+    plain = _NoPositions(model)
+    assert not _packs(plain)
+    out = completion_logprobs(plain, *_batch(VARIED, P=8, A=14))
+    for b, (p, c) in enumerate(VARIED):
+        torch.testing.assert_close(out[b, :len(c)], _naive(model, p, c), rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_micro_batches_by_length_give_the_same_values_in_row_order():
+    model = _model()
+    batch = _batch(VARIED, P=8, A=14)
+    whole = completion_logprobs(model, *batch)
+    for batch_size in (1, 3, 5):
+        torch.testing.assert_close(completion_logprobs(model, *batch, batch_size=batch_size), whole,
+                                   rtol=1e-5, atol=1e-5)

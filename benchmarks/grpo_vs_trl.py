@@ -93,23 +93,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/demo", help="run dir whose sft/model to use")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per trainer (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of the two trainers, one after the other; the median of the rounds' ratios "
+                             "is reported (a shared machine's speed drifts within minutes)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for both trainers (0: torch's default)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         import trl  # noqa: F401
     except ImportError:
         sys.exit("TRL is not importable; see the instructions at the top of this file")
+    ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         policy = policy_dir(Path(args.run), root)
-        ours, sampling = alignkit_seconds(policy, root, args.steps)
-        theirs = trl_seconds(policy, root, args.steps)
-    a, t = statistics.median(ours), statistics.median(theirs)
-    print(f"model: {policy}")
-    print(f"alignkit: {a:.2f} s per step (median of {len(ours)}: {', '.join(f'{x:.2f}' for x in ours)}); "
-          f"generation {sum(sampling) / sum(ours):.0%} of the step")
-    print(f"TRL 1.12: {t:.2f} s per step (median of {len(theirs)}: {', '.join(f'{x:.2f}' for x in theirs)})")
-    print(f"TRL / alignkit: {t / a:.2f}x")
+        print(f"model: {policy}")
+        for r in range(args.repeats):
+            work = root / f"round-{r}"
+            work.mkdir()
+            ours, sampling = alignkit_seconds(policy, work, args.steps)
+            theirs = trl_seconds(policy, work, args.steps)
+            a, t = statistics.median(ours), statistics.median(theirs)
+            ratios.append(t / a)
+            print(f"round {r + 1} of {args.repeats}:")
+            print(f"  alignkit: {a:.2f} s per step (median of {len(ours)}: {', '.join(f'{x:.2f}' for x in ours)}); "
+                  f"generation {sum(sampling) / sum(ours):.0%} of the step")
+            print(f"  TRL 1.12: {t:.2f} s per step (median of {len(theirs)}: {', '.join(f'{x:.2f}' for x in theirs)})")
+            print(f"  TRL / alignkit: {t / a:.2f}x")
+    if args.repeats > 1:
+        print(f"TRL / alignkit, median of {len(ratios)} rounds: {statistics.median(ratios):.2f}x "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in sorted(ratios))})")
 
 
 if __name__ == "__main__":

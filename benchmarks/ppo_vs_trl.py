@@ -117,25 +117,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="runs/demo", help="run dir whose sft/model and rm/model to use")
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per trainer (after a warm-up)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of the three trainers, one after the other; each round gives its own ratios, "
+                             "and their median is reported (a shared machine's speed drifts by tens of percent "
+                             "within minutes: ratios within a round are steadier than times across rounds)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both trainers (0: torch's default, one per core; `alignkit run` "
+                             "gives each of its side-by-side jobs one)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         import trl  # noqa: F401
     except ImportError:
         sys.exit("TRL is not importable; see the instructions at the top of this file")
+    names = ("alignkit, value model from the RM (as TRL)", "alignkit, value head on the policy (shared)", "TRL 1.12")
+    ratios: dict[str, list[float]] = {name: [] for name in names[:2]}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         policy, rm = models(Path(args.run), root)
-        ours = alignkit_seconds(policy, rm, root, args.iterations)
-        shared = alignkit_seconds(policy, rm, root, args.iterations, value_model="shared")
-        theirs = trl_seconds(policy, rm, root, args.iterations)
-    print(f"model: {policy}")
-    t = statistics.median(theirs)
-    for name, times in (("alignkit, value model from the RM (as TRL)", ours),
-                        ("alignkit, value head on the policy (shared)", shared), ("TRL 1.12", theirs)):
-        m = statistics.median(times)
-        print(f"{name}: {m:.2f} s per iteration (median of {len(times)}: {', '.join(f'{x:.2f}' for x in times)})"
-              + ("" if times is theirs else f"; TRL / this: {t / m:.2f}x"))
+        print(f"model: {policy}")
+        for r in range(args.repeats):
+            work = root / f"round-{r}"
+            work.mkdir()
+            times = (alignkit_seconds(policy, rm, work, args.iterations),
+                     alignkit_seconds(policy, rm, work, args.iterations, value_model="shared"),
+                     trl_seconds(policy, rm, work, args.iterations))
+            t = statistics.median(times[2])
+            print(f"round {r + 1} of {args.repeats}:")
+            for name, seconds in zip(names, times):
+                m = statistics.median(seconds)
+                line = f"  {name}: {m:.2f} s per iteration (median of {len(seconds)}: {', '.join(f'{x:.2f}' for x in seconds)})"
+                if name in ratios:
+                    ratios[name].append(t / m)
+                    line += f"; TRL / this: {t / m:.2f}x"
+                print(line)
+    if args.repeats > 1:
+        for name, values in ratios.items():
+            print(f"{name}: TRL / this, median of {len(values)} rounds: {statistics.median(values):.2f}x "
+                  f"(rounds: {', '.join(f'{x:.2f}' for x in sorted(values))})")
 
 
 if __name__ == "__main__":

@@ -216,7 +216,9 @@ def _packs(model: torch.nn.Module) -> bool:
                 both = model(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]], device=device),
                              use_cache=False).logits[0, 5:].float()
                 alone = model(input_ids=ids[:, 5:], use_cache=False).logits[0].float()
-            known = bool((both - alone).abs().max() <= 1e-3 * alone.abs().max() + 1e-5)
+            # 1 % of the largest logit: above half precision's rounding between two kernels, far below what
+            # attending to the other sequence changes (about 40 % on the tiny models, fp32, bf16 and fp16)
+            known = bool((both - alone).abs().max() <= 1e-2 * alone.abs().max() + 1e-5)
         except Exception:  # a model that cannot take position ids this way is simply not packed
             known = False
         finally:

@@ -165,3 +165,15 @@ def test_a_model_that_mixes_packed_sequences_is_not_packed():
     out = completion_logprobs(plain, *_batch(VARIED, P=8, A=14))
     for b, (p, c) in enumerate(VARIED):
         torch.testing.assert_close(out[b, :len(c)], _naive(model, p, c), rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_a_half_precision_model_is_packed_too():
+    from alignkit.models.logprobs import _packs
+
+    model = _model().to(torch.bfloat16)
+    assert _packs(model)
+    out = completion_logprobs(model, *_batch(VARIED, P=8, A=14))
+    for b, (p, c) in enumerate(VARIED):
+        alone = completion_logprobs(model, *_batch([(p, c)], P=len(p), A=len(c)))[0]
+        torch.testing.assert_close(out[b, :len(c)], alone, rtol=2e-2, atol=2e-2)

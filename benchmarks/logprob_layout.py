@@ -32,11 +32,12 @@ def padded_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_m
     """The batch as stored: one forward pass over [left-padded prompt | right-padded completion], less
     the columns that are padding in every row (a minibatch's longest prompt and response are often
     shorter than its batch's); the log-probs of the cut columns are 0, as those of any padding."""
-    from alignkit.models.logprobs import trim_padding
+    from alignkit.stages.ppo import trim_padding
 
     width = completion_ids.size(1)
-    prompt_ids, prompt_mask, completion_ids, completion_mask = trim_padding(prompt_ids, prompt_mask, completion_ids,
-                                                                            completion_mask)
+    names = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    trimmed = trim_padding(dict(zip(names, (prompt_ids, prompt_mask, completion_ids, completion_mask))))
+    prompt_ids, prompt_mask, completion_ids, completion_mask = (trimmed[k] for k in names)
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     mask = torch.cat([prompt_mask, completion_mask], dim=1).long()
     logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),

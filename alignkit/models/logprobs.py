@@ -46,50 +46,24 @@ def completion_logprobs(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask:
 
 def by_length(fn, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor, *,
               batch_size: int | None = None):
-    """``fn(prompt_ids, prompt_mask, completion_ids, completion_mask)`` → a (b, a, ...) tensor or a tuple of
+    """``fn(prompt_ids, prompt_mask, completion_ids, completion_mask)`` → a (b, A, ...) tensor or a tuple of
     them, computed over micro-batches of ``batch_size`` rows of similar length (rows sorted by prompt +
-    completion length), each cut to its own longest prompt and completion, and put back in row order:
-    (B, A, ...), zero past each micro-batch's completion width.
-
-    A rollout batch is padded to its longest prompt and response, so that a large part of its positions
-    can be padding; rows of similar length waste little, and the results, row by row, are the same.
-    Gradients flow through the reassembly.
+    completion length) and put back in row order: (B, A, ...). Rows of similar length pack and pad
+    little (:func:`layout`), and the results, row by row, are the same. Gradients flow through the
+    reassembly.
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    B, A = completion_ids.shape
     ids = (prompt_ids, prompt_mask, completion_ids, completion_mask)
+    B = completion_ids.size(0)
     if batch_size is None or batch_size >= B:
-        groups = [None]
-    else:
-        lengths = prompt_mask.sum(dim=1) + completion_mask.sum(dim=1)
-        groups = list(torch.argsort(lengths, stable=True).split(batch_size))
-    parts = []
-    for rows in groups:
-        out = fn(*trim_padding(*(x if rows is None else x[rows] for x in ids)))
-        parts.append(tuple(_pad_to(t, A) for t in (out if isinstance(out, tuple) else (out,))))
-    if groups == [None]:
-        joined = parts[0]
-    else:
-        inverse = torch.argsort(torch.cat(groups)).to(parts[0][0].device)
-        joined = tuple(torch.cat(column, dim=0)[inverse] for column in zip(*parts))
-    return joined if isinstance(out, tuple) else joined[0]
-
-
-def trim_padding(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                 completion_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Drop the columns that are padding in every row: the leading ones of the left-padded prompts and
-    the trailing ones of the right-padded completions. The log-probs of the kept tokens are unchanged."""
-    first = int(prompt_mask.any(dim=0).long().argmax()) if prompt_mask.numel() else 0
-    last = int(completion_mask.sum(dim=1).max()) if completion_mask.numel() else 0
-    return prompt_ids[:, first:], prompt_mask[:, first:], completion_ids[:, :last], completion_mask[:, :last]
-
-
-def _pad_to(t: Tensor, width: int) -> Tensor:
-    """Zero-pad dim 1 of ``t`` (b, a, ...) to ``width``."""
-    if t.size(1) == width:
-        return t
-    return torch.cat([t, t.new_zeros(t.size(0), width - t.size(1), *t.shape[2:])], dim=1)
+        return fn(*ids)
+    groups = torch.argsort(prompt_mask.sum(dim=1) + completion_mask.sum(dim=1), stable=True).split(batch_size)
+    parts = [fn(*(x[rows] for x in ids)) for rows in groups]
+    inverse = torch.argsort(torch.cat(groups))
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column, dim=0)[inverse.to(column[0].device)] for column in zip(*parts))
+    return torch.cat(parts, dim=0)[inverse.to(parts[0].device)]
 
 
 def completion_logprobs_and_hidden(model: torch.nn.Module, prompt_ids: Tensor, prompt_mask: Tensor,

@@ -322,21 +322,18 @@ def logprobs_and_values(policy, value, batch: dict, temperature: float,
         if isinstance(value, ValueHead):
             logp, hidden = completion_logprobs_and_hidden(policy, *ids, temperature=temperature)
             return logp, value(hidden) * ids[3]
-        return (completion_logprobs(policy, *ids, temperature=temperature),
-                response_values(value, dict(zip(("prompt_ids", "prompt_mask", "completion_ids", "completion_mask"),
-                                                ids))))
+        return completion_logprobs(policy, *ids, temperature=temperature), response_values(value, *ids)
 
     return by_length(both, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
                      batch["completion_mask"], batch_size=batch_size)
 
 
-def response_values(value, batch: dict) -> torch.Tensor:
+def response_values(value, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
     """V(x, y_<t) at every response position: the head at the position that predicts token t; (B, A) fp32."""
     from alignkit.models.heads import scalar_outputs
 
-    ids, _, _, col = layout(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
-                            batch["completion_mask"])  # one sequence per row, from position 0: no mask needed
-    return scalar_outputs(value, ids, None).gather(1, col) * batch["completion_mask"]
+    ids, _, _, col = layout(prompt_ids, prompt_mask, completion_ids, completion_mask)  # one sequence a row, no mask
+    return scalar_outputs(value, ids, None).gather(1, col) * completion_mask
 
 
 # ----------------------------------------------------------------------------------------------------

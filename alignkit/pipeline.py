@@ -70,7 +70,7 @@ def _run(cfg: RunConfig, run_dir: Path) -> dict:
     from alignkit.stages import pretrain
     pcfg = replace(cfg.pretrain, data=str(run_dir / "world" / "pretrain.jsonl"), tokenizer=str(run_dir / "tokenizer"),
                    model="", out=str(run_dir / "pretrain"))
-    fp_pre = fingerprint(_identity(pcfg), fp_tok)
+    fp_pre = fingerprint(_identity(pcfg, run_dir), fp_tok)
     stages["pretrain"] = run_stage(run_dir / "pretrain", fp_pre,
                                    lambda d, resume: pretrain.run(replace(pcfg, resume=resume, overwrite=not resume)),
                                    resumable=True)
@@ -79,7 +79,7 @@ def _run(cfg: RunConfig, run_dir: Path) -> dict:
     from alignkit.stages import sft
     scfg = replace(cfg.sft, model=str(run_dir / "pretrain" / "model"), data=str(run_dir / "world" / "sft.jsonl"),
                    out=str(run_dir / "sft"))
-    fp_sft = fingerprint(_identity(scfg), fp_pre, fp_world)
+    fp_sft = fingerprint(_identity(scfg, run_dir), fp_pre, fp_world)
     stages["sft"] = run_stage(run_dir / "sft", fp_sft,
                               lambda d, resume: sft.run(replace(scfg, resume=resume, overwrite=not resume)),
                               resumable=True)
@@ -157,25 +157,25 @@ class Context:
 def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]:
     """The jobs after SFT with their fingerprints and inputs, in the order they start (``START_ORDER``)."""
     sft_model, prefs_dir, rm_model = str(run_dir / "sft" / "model"), run_dir / "prefs", str(run_dir / "rm" / "model")
-    fp_eval_cfg = _identity(cfg.eval)
+    fp_eval_cfg = _identity(cfg.eval, run_dir)
     jobs = [Job("eval", fingerprint(fp_eval_cfg, fp_sft, fp_world), _job_eval)]
     # preferences, the reward model on them (evaluated against the oracle on held-out samples), its
     # data-efficiency curve, and best-of-n with it
     qcfg = replace(cfg.prefs, model=sft_model, out=str(prefs_dir), overwrite=True)
     fp_prefs = _prefs_jobs(jobs, run_dir, "prefs", qcfg, (fp_sft, fp_world))
     rcfg = rm_config(cfg, run_dir)
-    fp_rm = fingerprint(_identity(rcfg), fp_sft, fp_prefs)
+    fp_rm = fingerprint(_identity(rcfg, run_dir), fp_sft, fp_prefs)
     jobs.append(Job("rm", fp_rm, _job_rm, {"rcfg": rcfg}, ("prefs",), resumable=True))
     if cfg.rm_pairs:
         pcfg = replace(rcfg, data=f"{prefs_dir / 'pairs.jsonl'},{prefs_dir / 'labels.jsonl'}",
                        out=str(run_dir / "rm_pairs"))
-        jobs.append(Job("rm_pairs", fingerprint(_identity(pcfg), fp_sft, fp_prefs), _job_rm, {"rcfg": pcfg},
+        jobs.append(Job("rm_pairs", fingerprint(_identity(pcfg, run_dir), fp_sft, fp_prefs), _job_rm, {"rcfg": pcfg},
                         ("prefs",), resumable=True))
     if cfg.rm_curve:
         fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "subsets": "random"}, fp_rm)
         jobs.append(Job("rm_curve", fp_curve, _job_rm_curve, {"rcfg": rcfg}, ("prefs",)))
     bcfg = replace(cfg.bon, model=sft_model, rm=rm_model, out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
-    jobs.append(Job("bon", fingerprint(_identity(bcfg), fp_rm), _job_bon, {"bcfg": bcfg}, ("rm",)))
+    jobs.append(Job("bon", fingerprint(_identity(bcfg, run_dir), fp_rm), _job_bon, {"bcfg": bcfg}, ("rm",)))
     # policies, each evaluated against SFT: DPO (+ a β sweep, which reuses the first run's reference
     # log-probs), PPO (+ PPO-ptx), GRPO with the reward model and with a checker
     for beta in [cfg.dpo.beta, *[b for b in cfg.dpo_betas if float(b) != cfg.dpo.beta]]:
@@ -183,7 +183,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         dcfg = replace(cfg.dpo, model=sft_model, data=str(prefs_dir / "rankings.jsonl"), out=str(run_dir / name),
                        beta=float(beta))
         deps = ("prefs", "eval") if name == "dpo" else ("prefs", "eval", "dpo")
-        jobs.append(Job(name, fingerprint(_identity(dcfg), fp_sft, fp_prefs, fp_eval_cfg), _job_policy,
+        jobs.append(Job(name, fingerprint(_identity(dcfg, run_dir), fp_sft, fp_prefs, fp_eval_cfg), _job_policy,
                         {"kind": "dpo", "scfg": dcfg}, deps, resumable=True))
     # DPO rounds after the first: preferences on the latest policy's answers, and the next policy from it
     previous, fp_previous = "dpo", next(job.fp for job in jobs if job.name == "dpo")
@@ -194,7 +194,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         fp_round_prefs = _prefs_jobs(jobs, run_dir, prefs_name, rq, (fp_previous, fp_world), deps=(previous,))
         dcfg = replace(cfg.dpo, model=model, ref_model=model, data=str(run_dir / prefs_name / "rankings.jsonl"),
                        out=str(run_dir / name))
-        jobs.append(Job(name, fingerprint(_identity(dcfg), fp_round_prefs, fp_eval_cfg), _job_policy,
+        jobs.append(Job(name, fingerprint(_identity(dcfg, run_dir), fp_round_prefs, fp_eval_cfg), _job_policy,
                         {"kind": "dpo", "scfg": dcfg}, (prefs_name, "eval"), resumable=True))
         previous, fp_previous = name, jobs[-1].fp
     if cfg.run_ppo:
@@ -204,7 +204,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
             variants.append(("ppo_ptx", replace(ocfg, ptx_coef=cfg.ppo_ptx_coef, out=str(run_dir / "ppo_ptx"),
                                                 snapshots=[])))
         for name, c in variants:
-            jobs.append(Job(name, fingerprint(_identity(c), fp_sft, fp_rm, fp_world, fp_eval_cfg), _job_policy,
+            jobs.append(Job(name, fingerprint(_identity(c, run_dir), fp_sft, fp_rm, fp_world, fp_eval_cfg), _job_policy,
                             {"kind": "ppo", "scfg": c}, ("rm", "eval"), resumable=True))
     if cfg.run_grpo:
         runs = [("grpo", replace(cfg.grpo, reward="rm", rm=rm_model, categories=[]))]
@@ -213,7 +213,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
                          replace(cfg.grpo, reward=cfg.grpo_checker, rm="", categories=list(cfg.grpo_checker_categories))))
         for name, gcfg in runs:
             gcfg = replace(gcfg, model=sft_model, prompts="world", out=str(run_dir / name))
-            fp = fingerprint(_identity(gcfg), fp_sft, fp_rm if gcfg.rm else "", fp_world, fp_eval_cfg,
+            fp = fingerprint(_identity(gcfg, run_dir), fp_sft, fp_rm if gcfg.rm else "", fp_world, fp_eval_cfg,
                              f"draws={cfg.grpo_checker_draws}" if gcfg.categories else "")
             jobs.append(Job(name, fp, _job_policy, {"kind": "grpo", "scfg": gcfg},
                             ("rm", "eval") if gcfg.rm else ("eval",), resumable=True))
@@ -283,9 +283,9 @@ def _prefs_jobs(jobs: list[Job], run_dir: Path, name: str, qcfg, inputs: tuple, 
     n-th prompt) and their merge — to ``jobs``; returns the merged stage's fingerprint."""
     parts = [f"{name}-parts/{i}" for i in range(PREFS_PARTS)]
     for i, part in enumerate(parts):
-        jobs.append(Job(part, fingerprint(_identity(qcfg), *inputs, {"part": [i, PREFS_PARTS]}), _job_prefs,
+        jobs.append(Job(part, fingerprint(_identity(qcfg, run_dir), *inputs, {"part": [i, PREFS_PARTS]}), _job_prefs,
                         {"qcfg": replace(qcfg, out=str(run_dir / part)), "part": (i, PREFS_PARTS)}, deps))
-    fp = fingerprint(_identity(qcfg), *inputs, {"parts": PREFS_PARTS})
+    fp = fingerprint(_identity(qcfg, run_dir), *inputs, {"parts": PREFS_PARTS})
     jobs.append(Job(name, fp, _job_prefs_merge, {"qcfg": qcfg, "parts": parts}, tuple(parts)))
     return fp
 
@@ -651,11 +651,17 @@ def machine() -> dict:
             "torch": torch.__version__.split("+")[0], "python": platform.python_version()}
 
 
-def _identity(pcfg) -> dict:
+def _identity(pcfg, run_dir: Path) -> dict:
     """A stage's keys that change its result (not progress bars, threads, resume/overwrite, out), also in its
-    nested sections (best-of-n's ``eval``)."""
+    nested sections (best-of-n's ``eval``). Paths inside the run are written relative to it (their contents
+    are fingerprinted as the inputs' stages), so a run folder copied or renamed keeps its finished stages."""
+    inside = str(run_dir) + os.sep
+
+    def same(v):
+        return v.replace(inside, "<run>" + os.sep) if isinstance(v, str) else v
+
     def keep(d: dict) -> dict:
-        return {k: keep(v) if isinstance(v, dict) else v for k, v in d.items()
+        return {k: keep(v) if isinstance(v, dict) else same(v) for k, v in d.items()
                 if k not in ("progress", "resume", "overwrite", "threads", "out")}
 
     return keep(to_dict(pcfg))
@@ -697,8 +703,9 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     from alignkit.stages import rm
 
     rankings = load_records(prefs_dir / "rankings.jsonl", "ranking")
-    comparisons = [r for r in load_records(prefs_dir / "pairs.jsonl", "pair") + load_records(prefs_dir / "labels.jsonl", "label")
-                   if (r.get("meta") or {}).get("comparison", 1) == 1]  # one comparison per prompt
+    compared = (load_records(prefs_dir / "pairs.jsonl", "pair")
+                + load_records(prefs_dir / "labels.jsonl", "label", allow_empty=True))  # no tie may be said
+    comparisons = [r for r in compared if (r.get("meta") or {}).get("comparison", 1) == 1]  # one per prompt
     # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
     prompts = [r["prompt"] for r in rankings]
     random.Random(f"alignkit-rm-curve:{rcfg.seed}").shuffle(prompts)

@@ -32,10 +32,11 @@ SUPPORTED = (
 )
 
 
-def load_records(path: str | Path, kind: str, *, limit: int | None = None) -> list[dict]:
+def load_records(path: str | Path, kind: str, *, limit: int | None = None, allow_empty: bool = False) -> list[dict]:
     """Read a file or directory of records and validate each against `kind` (see formats.KINDS).
 
-    Stops after `limit` records. Every problem is a one-line `DataError` naming the file and line/row.
+    Stops after `limit` records. Every problem is a one-line `DataError` naming the file and line/row; so is
+    a source without records, unless `allow_empty`.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
@@ -47,7 +48,7 @@ def load_records(path: str | Path, kind: str, *, limit: int | None = None) -> li
         records.append(validate(kind, record, where))
         if limit is not None and len(records) >= limit:
             break
-    if not records:
+    if not records and not allow_empty:
         raise DataError(f"{path}: no records")
     return records
 

@@ -45,7 +45,7 @@ from alignkit.data.collators import pad_sequences
 from alignkit.data.formats import comparison_places, prompt_key
 from alignkit.data.sources import load_records
 from alignkit.data.templates import alike_within, dropped_within, each_record, render_response
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, DataError
 from alignkit.losses.reward import all_pairs, centering, plackett_luce
 from alignkit.models.heads import (
     attach_prior,
@@ -199,8 +199,13 @@ def run(cfg: RMConfig, *, stop_after: int | None = None, surprise_memo: dict | N
 # data
 
 def load_preferences(data: str) -> list[dict]:
-    """Preference records from one or more files (comma-separated), in order."""
-    return [r for path in data.split(",") if path.strip() for r in load_records(path.strip(), "preference")]
+    """Preference records from one or more files (comma-separated), in order; of several, one may be empty
+    (a run whose labellers said no "tie" or "both_bad" writes an empty labels.jsonl), not all."""
+    paths = [p.strip() for p in data.split(",") if p.strip()]
+    records = [r for path in paths for r in load_records(path, "preference", allow_empty=len(paths) > 1)]
+    if not records:
+        raise DataError(f"{data}: no records")
+    return records
 
 
 CUT = "cut"  # to_group's answer for a record whose responses max_length leaves the same

@@ -334,6 +334,19 @@ def test_directory_of_files(tmp_path):
     assert "no .jsonl or .parquet files" in data_error(tmp_path / "empty", "prompt")
 
 
+def test_of_several_preference_files_one_may_be_empty_not_all(tmp_path):
+    from alignkit.stages.rm import load_preferences
+
+    pairs, empty = tmp_path / "pairs.jsonl", tmp_path / "labels.jsonl"
+    pairs.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    empty.write_text("")
+    assert [r["chosen"] for r in load_preferences(f"{pairs},{empty}")] == ["a"]
+    with pytest.raises(DataError, match="no records"):
+        load_preferences(f"{empty},{empty}")
+    with pytest.raises(DataError, match="labels.jsonl: no records"):
+        load_preferences(str(empty))
+
+
 def test_missing_empty_and_unsupported(tmp_path):
     assert data_error(tmp_path / "nope.jsonl", "text") == f"{tmp_path / 'nope.jsonl'}: does not exist"
     (tmp_path / "empty.jsonl").write_text("\n\n")

@@ -1,6 +1,7 @@
 """The job graph after SFT: dependencies respected, the same results in one process or two, errors reported."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,10 +99,24 @@ def test_display_keys_do_not_change_a_stages_fingerprint():
     from alignkit.config import BonConfig, EvalConfig
     from alignkit.pipeline import _identity
 
+    run = Path("runs/demo")
     quiet, shown = BonConfig(eval=EvalConfig(progress=False)), BonConfig(eval=EvalConfig(progress=True))
-    assert _identity(quiet) == _identity(shown)
-    assert _identity(EvalConfig(progress=False)) == _identity(EvalConfig(progress=True))
-    assert _identity(BonConfig(n=[1, 2])) != _identity(quiet)
+    assert _identity(quiet, run) == _identity(shown, run)
+    assert _identity(EvalConfig(progress=False), run) == _identity(EvalConfig(progress=True), run)
+    assert _identity(BonConfig(n=[1, 2]), run) != _identity(quiet, run)
+
+
+def test_a_copied_or_renamed_run_keeps_its_stages_fingerprints(tmp_path):
+    """Paths inside the run folder count relative to it; a path outside it counts as written."""
+    from alignkit.pipeline import plan
+
+    cfg = RunConfig()
+    fps = [{job.name: job.fp for job in plan(cfg, tmp_path / name, "w", "s")} for name in ("demo", "copy")]
+    assert fps[0] == fps[1] and len(fps[0]) > 10
+    # a reference model in the first run's folder: the first run's own, another model for the copy
+    ref = replace(cfg, dpo=replace(cfg.dpo, ref_model=str(tmp_path / "demo" / "sft" / "model")))
+    own, other = ({job.name: job.fp for job in plan(ref, tmp_path / name, "w", "s")} for name in ("demo", "copy"))
+    assert own["dpo"] != other["dpo"] and own["ppo"] == other["ppo"]
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path):

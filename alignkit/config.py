@@ -169,6 +169,10 @@ class PrefsConfig:
     seed: int = param(0, "sampling and labelling seed", min=0)
     ideal_fraction: float = param(0.25, "fraction of prompts where the labeller also writes the ideal answer, "
                                   "which replaces one of the first two responses", min=0, max=1)
+    ideal_unsolved: float = param(1.0, "probability that the labeller writes the ideal answer for a prompt none of "
+                                  "whose shown answers does what it asks (a refusal where all comply, the right sum "
+                                  "where all are wrong), on top of ideal_fraction; 0 = only ideal_fraction's",
+                                  min=0, max=1)
     # the simulated labeller (Bradley-Terry / Plackett-Luce noise around the gold score)
     labeller_temperature: float = param(0.25, "noise of the labeller: P(a ≻ b) = σ((gold_a - gold_b) / T)", min=0)
     tie_margin: float = param(0.05, "gold scores closer than this may be labelled a tie", min=0)

@@ -21,8 +21,10 @@ the same way every time may yield fewer; one with a single distinct answer is sk
 With probability ``ideal_fraction`` the labeller also writes the ideal answer for a prompt (as human
 labellers sometimes do), and it replaces one of the first two responses — so behaviours the SFT model
 almost never shows (saying "I don't know", correcting a false premise, refusing a harmful request) can
-still be preferred. ``meta`` records how each record was produced: the sampling temperature and which
-responses the labeller wrote.
+still be preferred. With probability ``ideal_unsolved`` it also writes it where none of the shown
+answers does what the prompt asks — as a labeller who sees only failures writes what was wanted — which
+puts the written answers where the policy fails instead of on random prompts. ``meta`` records how
+each record was produced: the sampling temperature and which responses the labeller wrote.
 
 The work splits into ``parts`` (every ``parts``-th prompt, each part with its own seeds) that
 :func:`merge` joins, so that ``alignkit run`` can collect them in two processes; one part is the whole.
@@ -71,6 +73,7 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
                         both_bad_threshold=cfg.both_bad_threshold, tie_prob=cfg.tie_prob, seed=seed)
     rng = random.Random(f"alignkit-prefs:{cfg.seed}" + (f":{i}/{n}" if i else ""))
     pair_rng = random.Random(f"alignkit-prefs-pairs:{cfg.seed}:{i}/{n}")
+    ideal_rng = random.Random(f"alignkit-prefs-ideal:{cfg.seed}:{i}/{n}")
 
     # 1. the policy answers every train prompt; a labelling interface shows k *distinct* answers, so
     #    2k are sampled and the first k distinct kept (a memorised prompt may leave fewer, or only one)
@@ -86,7 +89,10 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
     for task, sampled in zip(tasks, groups):
         responses = _distinct(sampled)
         written = []
-        if rng.random() < cfg.ideal_fraction:
+        write = rng.random() < cfg.ideal_fraction
+        if not write and cfg.ideal_unsolved and not any(labeller.acceptable(task, r) for r in responses[:cfg.k]):
+            write = ideal_rng.random() < cfg.ideal_unsolved
+        if write:
             at = rng.randrange(min(2, len(responses) + 1))
             responses = _distinct(responses[:at] + [task.ideal] + responses[at + 1:])
             written = [responses.index(task.ideal)]

@@ -349,6 +349,10 @@ class Labeller:
             return 1.0 if s_a > s_b else 0.0 if s_a < s_b else 0.5
         return _sigmoid((s_a - s_b) / self.temperature)
 
+    def acceptable(self, task: Task, response: str) -> bool:
+        """Whether ``response`` does what the prompt asks (a labeller can tell a failure when shown one)."""
+        return self.oracle.judge(task, response).correct
+
     def preferred_noise_free(self, task: Task, a: str, b: str) -> str:
         """"a" | "b" | "tie" by gold score (the ceiling a perfect reward model could reach)."""
         s_a, s_b = self.oracle.score(task, a), self.oracle.score(task, b)

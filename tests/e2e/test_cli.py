@@ -394,6 +394,43 @@ def test_preferences_compare_answers_in_independent_pairs(smoke_run, tmp_path):
         assert sorted(shown) == sorted(four[r["prompt"]][2:])
 
 
+def test_the_labeller_writes_the_ideal_answer_where_every_shown_answer_fails(smoke_run, tmp_path, monkeypatch):
+    """ideal_unsolved=1 (and no random ideal answers): a ranking holds a labeller-written answer exactly when
+    none of the sampled answers it shows does what the prompt asks; ideal_unsolved=0 writes none. The policy's
+    answers are replaced by the ideal answer on every second prompt, so both cases occur."""
+    from dataclasses import asdict
+
+    from alignkit.config import WorldConfig, load_config
+    from alignkit.stages import prefs
+    from alignkit.world import build_world
+    from alignkit.world.oracle import Labeller
+
+    world = build_world(**asdict(load_config(WorldConfig, config_file=PRESETS / "smoke" / "world.yaml")))
+    tasks = {t.prompt: t for t in world.tasks("train")}
+    labeller = Labeller(world.oracle)
+
+    def answers(model, tokenizer, ts, k, *args, **kwargs):
+        return [[t.ideal if i % 2 else "Blue.", "Blue green.", "Red.", "Red green."][:k] for i, t in enumerate(ts)]
+
+    monkeypatch.setattr(prefs, "_sample_groups", answers)
+    written, solved = {}, 0
+    for p in (0, 1):
+        out = tmp_path / f"u{p}"
+        assert main(["prefs", "--world-config", str(PRESETS / "smoke" / "world.yaml"),
+                     f"model={smoke_run / 'sft' / 'model'}", f"out={out}", "n_prompts=12", "ideal_fraction=0",
+                     f"ideal_unsolved={p}", "heldout_k=0", "progress=false"]) == 0
+        rows = [json.loads(line) for line in open(out / "rankings.jsonl")]
+        written[p] = sum(bool(r["meta"]["labeller_written"]) for r in rows)
+        for r in rows:
+            task = tasks[r["prompt"]]
+            sampled = [x for i, x in enumerate(r["responses"]) if i not in r["meta"]["labeller_written"]]
+            ok = any(labeller.acceptable(task, x) for x in sampled)
+            solved += ok
+            if p:
+                assert bool(r["meta"]["labeller_written"]) == (not ok)
+    assert written[0] == 0 and 0 < written[1] < 12 and solved > 0
+
+
 def test_every_held_out_prompt_is_sampled_once_whatever_the_labeller_wrote(smoke_run, tmp_path):
     """The labeller's ideal answers are placed by a random draw; it must not change which held-out prompts a
     part samples (it once did: a part could sample the other part's half, or skip the first prompt)."""

@@ -458,8 +458,9 @@ class RunConfig:
     rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)
     bon: BonConfig = section(BonConfig, "best-of-n with the reward model (model, rm and eval are set by the run)")
     dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
-    dpo_betas: list[float] = param([0.03, 0.3], "other values of dpo.beta trained and evaluated for the "
-                                   "reward-vs-KL frontier (empty = none)", gt=0)
+    dpo_betas: list[float] = param([0.03, 0.1, 0.3], "values of dpo.beta trained and evaluated for the reward-vs-KL "
+                                   "frontier, as dpo_beta_<β> (the one equal to dpo.beta is the run's `dpo`; "
+                                   "empty = none)", gt=0)
     dpo_rounds: int = param(1, "DPO rounds: each after the first collects preferences (prefs's keys, heldout_k 0, "
                             "seed = round − 1) on the previous round's answers and trains the next round from that "
                             "policy, its reference (dpo's keys); evaluated as dpo_round_<r>", min=1)

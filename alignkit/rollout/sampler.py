@@ -6,11 +6,14 @@ would silently change the distribution we later compute log-probs for, so the lo
 (penalties, top-k/p, min-p, typical, cutoffs) are pinned to neutral values. Only the stop (eos) ids are
 taken from the model.
 
-Plain sampling (temperature only, or greedy) without stop strings takes a shorter road with the same
-result: `_decode` runs the KV-cached loop itself and drops each row from the batch once it has ended,
-where `generate` keeps computing finished rows until the batch's longest answer ends (at a batch of 256
-short answers, about 2.5× the useful work). It draws every step's tokens over the whole batch exactly as
-`generate` does, so the same seed gives the same tokens, bit for bit (tested).
+Plain sampling (temperature only, or greedy) without stop strings takes a shorter road: `_decode` runs
+the KV-cached loop itself and drops each row from the batch once it has ended, where `generate` keeps
+computing finished rows until the batch's longest answer ends (at a batch of 256 short answers, about
+2.5× the useful work). Greedy, its tokens are `generate`'s (tested). Sampling, it draws each token by
+inverse CDF from one uniform per row and step, drawn up front — the same distribution as `generate`'s
+`torch.multinomial`, whose exponential draw over the whole vocabulary for every row (finished ones
+included) cost a quarter of a rollout on CPU; each row's tokens depend only on its own uniforms, so
+dropping finished rows changes none of them (tested against a plain loop without a cache).
 """
 
 from __future__ import annotations
@@ -132,11 +135,9 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
             temperature: float, eos_ids: list[int], pad_id: int) -> list[list[int]]:
     """Complete a left-padded batch with the KV cache, one token per step, dropping finished rows.
 
-    Returns (B, max_new_tokens) token lists, pad after a row's eos, like `generate`'s completions. Each
-    step's draw is one `torch.multinomial` over all B rows — the finished ones from a point mass (on
-    token 0; what they draw is thrown away) — as in `generate`, which samples every row each step: the
-    random stream is consumed the same way, so the tokens are the same. Only the forward passes skip
-    the finished rows."""
+    Returns (B, max_new_tokens) token lists, pad after a row's eos, like `generate`'s completions. Row i's
+    token at step t is drawn with the uniform ``u[i, t]`` (:func:`draw`), all of them drawn before the
+    first step, so a row's tokens do not depend on when the others end."""
     B = input_ids.size(0)
     mask = attention_mask.long()
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
@@ -145,14 +146,10 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
     active = torch.arange(B, device=input_ids.device)  # the rows still being decoded, in batch order
     eos = torch.tensor(eos_ids, device=input_ids.device)
-    probs = None
-    if temperature > 0:
-        probs = torch.zeros(B, logits.size(-1), device=input_ids.device)
-        probs[:, 0] = 1.0
+    uniforms = torch.rand(B, max_new_tokens, device=input_ids.device) if temperature > 0 else None
     for step in range(max_new_tokens):
-        if probs is not None:
-            probs[active] = torch.softmax(logits / temperature, dim=-1)
-            next_tokens = torch.multinomial(probs, num_samples=1).squeeze(1)[active]
+        if uniforms is not None:
+            next_tokens = draw(torch.softmax(logits / temperature, dim=-1), uniforms[active, step])
         else:
             next_tokens = logits.argmax(dim=-1)
         tokens[active, step] = next_tokens
@@ -161,9 +158,6 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
             break
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)
-            if probs is not None:
-                probs[active[done]] = 0.0
-                probs[active[done], 0] = 1.0
             cache.batch_select_indices(keep)
             active, mask, next_tokens = active[keep], mask[keep], next_tokens[keep]
         mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], dim=1)
@@ -171,6 +165,19 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
                     cache=cache, use_cache=True)
         cache, logits = out.cache, out.logits[:, -1].float()
     return tokens.tolist()
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` (B, V; rows need not sum to 1) by inverse CDF: the first token whose
+    cumulative probability exceeds ``u`` (B, uniform in [0, 1)) times the row's total — token j with
+    probability p_j / Σp, never a token of probability 0."""
+    cdf = probs.cumsum(dim=-1)
+    tokens = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    over = tokens >= probs.size(-1)  # u · Σp rounded up to Σp: the last token of non-zero probability
+    if bool(over.any()):
+        last = probs.size(-1) - 1 - (probs[over] > 0).flip(-1).float().argmax(dim=-1)
+        tokens[over] = last
+    return tokens
 
 
 def validate_sampling(prompts, max_new_tokens, temperature, top_p, top_k, batch_size, stop_strings) -> None:

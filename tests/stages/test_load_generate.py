@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, PreTrainedTokenizerFast  # noqa: E402
 
+from alignkit.data.collators import pad_sequences  # noqa: E402
 from alignkit.errors import AlignkitError  # noqa: E402
 from alignkit.models.load import (  # noqa: E402
     SIZES,
@@ -134,32 +135,90 @@ def test_sample_masks_padding_and_batch_invariance(saved, prompts):
         assert early.completion_ids[i, :n].tolist() == row[:n] and int(early.completion_mask[i].sum()) == n
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_plain_sampling_skips_finished_rows_with_generates_tokens(saved, prompts, temperature, monkeypatch):
-    """Temperature-only sampling and greedy run the sampler's own KV-cached loop, which drops rows once
-    they end: its tokens must be generate's, seed for seed, with rows ending at different steps."""
+def _extra_eos(model, tok, prompts, temperature: float) -> None:
+    """A random model rarely emits eos: tokens it does emit, at different steps, become extra eos ids
+    (greedy, it repeats one token per prompt: the last prompt's ends its row at once, others run on)."""
+    import alignkit.rollout.sampler as sampler
+
+    first = sample(model, tok, prompts * 4, max_new_tokens=16, temperature=temperature, batch_size=8, seed=1)
+    extra = {first.completion_ids[-1, 3].item()}
+    if temperature > 0:
+        extra |= {first.completion_ids[i, 2 + i % 9].item() for i in range(0, 20, 3)}
+    model.generation_config.eos_token_id = [*sampler.stop_token_ids(model, tok), *extra]
+
+
+def test_greedy_decoding_skips_finished_rows_with_generates_tokens(saved, prompts, monkeypatch):
+    """Greedy runs the sampler's own KV-cached loop, which drops rows once they end: its tokens must be
+    generate's, with rows ending at different steps."""
     import alignkit.rollout.sampler as sampler
 
     model, tok = load_model(saved[0])
-    kwargs = dict(max_new_tokens=16, temperature=temperature, batch_size=8, seed=1)
+    kwargs = dict(max_new_tokens=16, temperature=0.0, batch_size=8, seed=1)
     if saved[0].name.startswith(("llama", "qwen2")):  # transformers 5 decoders with a cache argument
-        assert sampler._can_decode(model, temperature, 1.0, 0, [])
+        assert sampler._can_decode(model, 0.0, 1.0, 0, [])
     with monkeypatch.context() as m:
         m.setattr(sampler, "_can_decode", lambda *args: False)
-        # a random model rarely emits eos: tokens it does emit, at different steps, become extra eos ids
-        # (greedy, it repeats one token per prompt: the last prompt's ends its row at once, others run on)
-        first = sample(model, tok, prompts * 4, **kwargs)
-        extra = {first.completion_ids[-1, 3].item()}
-        if temperature > 0:
-            extra |= {first.completion_ids[i, 2 + i % 9].item() for i in range(0, 20, 3)}
-        model.generation_config.eos_token_id = [*model.generation_config.eos_token_id, *extra]
+        _extra_eos(model, tok, prompts, 0.0)
         via_generate = sample(model, tok, prompts * 4, **kwargs)
     direct = sample(model, tok, prompts * 4, **kwargs)
     assert torch.equal(direct.completion_ids, via_generate.completion_ids)
     assert torch.equal(direct.completion_mask, via_generate.completion_mask)
     assert direct.texts == via_generate.texts and direct.finished == via_generate.finished
     lengths = direct.completion_mask.sum(dim=1).tolist()
-    assert len(set(lengths)) > (2 if temperature > 0 else 1) and any(direct.finished) and max(lengths) == 16
+    assert len(set(lengths)) > 1 and any(direct.finished) and max(lengths) == 16
+
+
+def test_plain_sampling_skips_finished_rows_without_changing_tokens(saved, prompts):
+    """Temperature sampling in the KV-cached loop that drops finished rows gives, row for row, the tokens
+    of a plain loop that runs every row to the end without a cache and draws with the same uniforms."""
+    import alignkit.rollout.sampler as sampler
+
+    if not saved[0].name.startswith(("llama", "qwen2")):
+        pytest.skip("the cached loop needs a transformers 5 decoder")
+    model, tok = load_model(saved[0])
+    _extra_eos(model, tok, prompts, 0.8)
+    eos = sampler.stop_token_ids(model, tok)
+    rows = tok(prompts * 4, add_special_tokens=False)["input_ids"]
+    ids, mask = pad_sequences(rows, pad_id=tok.pad_token_id, left=True)
+    B, T = ids.shape[0], 16
+    with torch.no_grad():
+        torch.manual_seed(7)
+        cached = torch.tensor(sampler._decode(model.eval(), ids, mask, max_new_tokens=T, temperature=0.8,
+                                              eos_ids=eos, pad_id=tok.pad_token_id))
+        torch.manual_seed(7)
+        u = torch.rand(B, T)
+        seq, m, plain = ids, mask.long(), []
+        for t in range(T):
+            logits = model(input_ids=seq, attention_mask=m, position_ids=(m.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+            nxt = sampler.draw(torch.softmax(logits.float() / 0.8, dim=-1), u[:, t])
+            plain.append(nxt)
+            seq, m = torch.cat([seq, nxt[:, None]], 1), torch.cat([m, m.new_ones(B, 1)], 1)
+    plain = torch.stack(plain, 1)
+    ends = []
+    for i in range(B):
+        n = next((j + 1 for j, x in enumerate(plain[i].tolist()) if x in eos), T)
+        ends.append(n)
+        assert cached[i, :n].tolist() == plain[i, :n].tolist()
+        assert (cached[i, n:] == tok.pad_token_id).all()
+    assert len(set(ends)) > 2 and max(ends) == T and min(ends) < T  # rows ended at different steps
+
+
+def test_draw_follows_the_distribution_and_never_picks_a_zero():
+    """Inverse-CDF draws: exact bins for given uniforms, frequencies within 5 σ of p, zeros never drawn
+    (also at u = 0 and at a total rounded up), unnormalised rows."""
+    from alignkit.rollout.sampler import draw
+
+    p = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]])
+    got = draw(p.expand(6, -1), torch.tensor([0.0, 0.1999, 0.2001, 0.6999, 0.7001, 0.9999999]))
+    assert got.tolist() == [1, 1, 3, 3, 4, 4]
+    assert draw(p * 7, torch.tensor([0.5])).tolist() == [3]  # rows need not sum to one
+    assert draw(p, torch.tensor([1.0])).tolist() == [4]  # u · Σp at Σp: the last token that can be drawn
+    gen = torch.Generator().manual_seed(0)
+    n = 40_000
+    q = torch.softmax(torch.randn(1, 50, generator=gen) * 2, dim=-1)
+    counts = torch.bincount(draw(q.expand(n, -1), torch.rand(n, generator=gen)), minlength=50).float()
+    sd = (n * q[0] * (1 - q[0])).sqrt()
+    assert ((counts - n * q[0]).abs() <= 5 * sd + 1).all()
 
 
 def test_sampling_is_deterministic_given_seed(saved, prompts):
@@ -177,9 +236,13 @@ def test_sampling_is_deterministic_given_seed(saved, prompts):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_stop_strings_cut_text_and_mask(saved, prompts, temperature):
+def test_stop_strings_cut_text_and_mask(saved, prompts, temperature, monkeypatch):
+    import alignkit.rollout.sampler as sampler
+
     model, tok = load_model(saved[0])
-    free = sample(model, tok, prompts, max_new_tokens=16, temperature=temperature, seed=1)
+    with monkeypatch.context() as m:  # stop strings go through generate: the free answers too, for its tokens
+        m.setattr(sampler, "_can_decode", lambda *args: False)
+        free = sample(model, tok, prompts, max_new_tokens=16, temperature=temperature, seed=1)
     # a stop string that occurs inside some completion, usually spanning a token boundary
     text = max(free.texts, key=lambda t: len(set(t)))
     stop = text[2:5]

@@ -219,6 +219,9 @@ def test_draw_follows_the_distribution_and_never_picks_a_zero():
     counts = torch.bincount(draw(q.expand(n, -1), torch.rand(n, generator=gen)), minlength=50).float()
     sd = (n * q[0] * (1 - q[0])).sqrt()
     assert ((counts - n * q[0]).abs() <= 5 * sd + 1).all()
+    for bad in (torch.tensor([[0.5, float("nan")]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[float("inf"), 1.0]])):
+        with pytest.raises(AlignkitError, match="not finite or all zero"):
+            draw(bad, torch.tensor([0.5]))
 
 
 def test_sampling_is_deterministic_given_seed(saved, prompts):

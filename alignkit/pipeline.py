@@ -172,7 +172,8 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         jobs.append(Job("rm_pairs", fingerprint(_identity(pcfg, run_dir), fp_sft, fp_prefs), _job_rm, {"rcfg": pcfg},
                         ("prefs",), resumable=True))
     if cfg.rm_curve:
-        fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "subsets": "random"}, fp_rm)
+        fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "steps": cfg.rm_curve_steps,
+                                "subsets": "random"}, fp_rm)
         jobs.append(Job("rm_curve", fp_curve, _job_rm_curve, {"rcfg": rcfg}, ("prefs",)))
     bcfg = replace(cfg.bon, model=sft_model, rm=rm_model, out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
     jobs.append(Job("bon", fingerprint(_identity(bcfg, run_dir), fp_rm), _job_bon, {"bcfg": bcfg}, ("rm",)))
@@ -698,7 +699,8 @@ def _evaluate_policy(model_dir: Path, out: Path, cfg: RunConfig, world, run_dir:
 def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     """Held-out accuracy against the number of labelled prompts: one comparison of two answers per prompt
     (pairs.jsonl + its tie / both_bad labels) vs one ranking of k answers per prompt, on the same prompts
-    (nested random subsets), each reward model trained for ``rm_curve_epochs``."""
+    (nested random subsets), each reward model trained for ``rm_curve_steps`` optimizer steps, or
+    ``rm_curve_epochs`` passes over its subset when that is 0."""
     from alignkit.data.sources import load_records, write_jsonl
     from alignkit.stages import rm
 
@@ -717,7 +719,7 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
             data = write_jsonl(stage_dir / f"{form}-{n}.jsonl", [r for r in records if r["prompt"] in keep])
             try:
                 s = rm.run(replace(rcfg, data=str(data), out=str(out), overwrite=True, progress=False,
-                                   normalize=False, epochs=cfg.rm_curve_epochs, max_steps=0),
+                                   normalize=False, epochs=cfg.rm_curve_epochs, max_steps=cfg.rm_curve_steps),
                            surprise_memo=surprise_memo)
             except AlignkitError as e:  # e.g. a tiny subset with no usable comparison: the point is missing
                 points.append({"form": form, "prompts": len(keep), "heldout_accuracy": None, "skipped": str(e)})

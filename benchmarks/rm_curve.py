@@ -1,10 +1,12 @@
 """The reward model's data-efficiency curve of a finished run again, over several seeds.
 
     .venv/bin/python benchmarks/rm_curve.py runs/demo --seeds 0 1 2 3 --epochs 2 --points 250 500 1000
+    .venv/bin/python benchmarks/rm_curve.py runs/demo --seeds 0 1 2 3 --steps 150 --no-prior
 
 Each seed draws other nested subsets of the run's train prompts and another initialisation and data
 order for each reward model; the preferences, the held-out pairs and every other setting are the
-run's (`rm`, `rm_prior`). For every seed and point it trains one reward model on pairs (one comparison
+run's (`rm`, `rm_prior`) unless an option changes them: `--steps` (the same optimizer steps for every
+model), `--objective` (the ranking loss) and `--no-prior` (the head alone). For every seed and point it trains one reward model on pairs (one comparison
 per prompt, with its tie / both_bad label) and one on rankings (all answers of the prompt), as the run's
 `rm_curve` stage does, and prints each accuracy and the means over seeds.
 
@@ -33,6 +35,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=float, default=None, help="epochs per reward model (default: the run's rm_curve_epochs)")
     ap.add_argument("--points", type=int, nargs="+", default=None, help="labelled prompts (default: the run's rm_curve)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps of every reward model, whatever its subset (default: the run's rm_curve_steps)")
+    ap.add_argument("--objective", choices=("plackett_luce", "all_pairs"), default=None,
+                    help="the loss on rankings (default: the run's rm.objective)")
+    ap.add_argument("--no-prior", action="store_true", help="the head alone: no SFT-model surprise in the reward")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
@@ -43,10 +50,12 @@ def main() -> int:
     run = args.run_dir
     cfg = load_config(RunConfig, config_file=run / "config.yaml")
     cfg = replace(cfg, rm_curve=args.points or cfg.rm_curve,
-                  rm_curve_epochs=args.epochs if args.epochs is not None else cfg.rm_curve_epochs)
+                  rm_curve_epochs=args.epochs if args.epochs is not None else cfg.rm_curve_epochs,
+                  rm_curve_steps=args.steps if args.steps is not None else cfg.rm_curve_steps)
     acc: dict[tuple[str, int], list[float]] = {}
     for seed in args.seeds:
         rcfg = replace(rm_config(cfg, run), seed=seed, progress=False)
+        rcfg = replace(rcfg, objective=args.objective or rcfg.objective, prior="" if args.no_prior else rcfg.prior)
         with tempfile.TemporaryDirectory() as tmp:  # the curve's models go here, not into the run
             points = _rm_curve(cfg, rcfg, run / "prefs", Path(tmp))["points"]
         for p in points:
@@ -56,7 +65,8 @@ def main() -> int:
               flush=True)
 
     sizes = sorted({n for _, n in acc})
-    print(f"\nheld-out accuracy, mean of {len(args.seeds)} seed(s), {cfg.rm_curve_epochs:g} epoch(s) per model")
+    budget = f"{cfg.rm_curve_steps} steps" if cfg.rm_curve_steps else f"{cfg.rm_curve_epochs:g} epoch(s)"
+    print(f"\nheld-out accuracy, mean of {len(args.seeds)} seed(s), {budget} per model")
     print(f"{'prompts':>9}" + "".join(f"{n:>9}" for n in sizes))
     for form in ("pairs", "rankings"):
         print(f"{form:>9}" + "".join(f"{mean(acc[(form, n)]):>9.3f}" if (form, n) in acc else f"{'-':>9}" for n in sizes))

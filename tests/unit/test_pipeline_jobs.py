@@ -239,6 +239,34 @@ def test_the_curves_pairs_are_one_comparison_per_prompt(tmp_path, monkeypatch):
     assert len(seen["rankings-4"]) == 4
 
 
+def test_the_curves_models_train_rm_curve_steps_or_epochs(tmp_path, monkeypatch):
+    """rm_curve_steps gives every model of the curve the same optimizer steps; 0 leaves rm_curve_epochs."""
+    from alignkit.config import RMConfig
+    from alignkit.pipeline import _rm_curve
+    from alignkit.stages import rm
+
+    prefs = tmp_path / "prefs"
+    prefs.mkdir()
+    ranking = [{"prompt": f"Q{n}?", "responses": ["a", "b"], "ranking": [0, 1]} for n in range(4)]
+    pairs = [{"prompt": f"Q{n}?", "chosen": "a", "rejected": "b"} for n in range(4)]
+    (prefs / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ranking))
+    (prefs / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    (prefs / "labels.jsonl").write_text("")
+    seen = []
+
+    def fake_rm(cfg, surprise_memo=None):
+        seen.append((cfg.max_steps, cfg.epochs, cfg.prior, cfg.objective))
+        return {"heldout_accuracy": 0.5, "spearman_gold": 0.0, "train_seconds": 0.0}
+
+    monkeypatch.setattr(rm, "run", fake_rm)
+    rcfg = RMConfig(prior="sft", objective="all_pairs")
+    _rm_curve(RunConfig(rm_curve=[2, 4], rm_curve_steps=150), rcfg, prefs, tmp_path / "a")
+    assert seen == [(150, 1.0, "sft", "all_pairs")] * 4
+    seen.clear()
+    _rm_curve(RunConfig(rm_curve=[4], rm_curve_epochs=2.5), rcfg, prefs, tmp_path / "b")
+    assert seen == [(0, 2.5, "sft", "all_pairs")] * 2
+
+
 def test_a_run_is_refused_while_a_stage_command_writes_into_its_folder(tmp_path):
     from alignkit.pipeline import _flock, run_lock
 

@@ -1,7 +1,7 @@
 import pytest
 
 from alignkit.cli import main
-from alignkit.config import PretrainConfig, RunConfig, load_config, preset_file, read_yaml
+from alignkit.config import DPOConfig, PretrainConfig, RunConfig, load_config, preset_file, read_yaml
 from alignkit.errors import ConfigError
 
 
@@ -135,7 +135,8 @@ def test_run_help_shows_the_tiny_presets_values(capsys):
     text = capsys.readouterr().out
     tiny = read_yaml(preset_file("tiny", "pretrain"))["max_steps"]
     assert tiny != PretrainConfig().max_steps and f"pretrain.max_steps={tiny}  " in text
-    assert "dpo.loss='listwise'" in text and "keys (key=value of the tiny preset" in text
+    loss = read_yaml(preset_file("tiny", "dpo"))["loss"]
+    assert loss != DPOConfig().loss and f"dpo.loss={loss!r}" in text and "keys (key=value of the tiny preset" in text
 
 
 def test_eval_takes_a_preset(capsys):

@@ -54,8 +54,9 @@ def main() -> int:
                   rm_curve_steps=args.steps if args.steps is not None else cfg.rm_curve_steps)
     acc: dict[tuple[str, int], list[float]] = {}
     for seed in args.seeds:
-        rcfg = replace(rm_config(cfg, run), seed=seed, progress=False)
-        rcfg = replace(rcfg, objective=args.objective or rcfg.objective, prior="" if args.no_prior else rcfg.prior)
+        rcfg = rm_config(cfg, run)
+        rcfg = replace(rcfg, seed=seed, progress=False, objective=args.objective or rcfg.objective,
+                       prior="" if args.no_prior else rcfg.prior)
         with tempfile.TemporaryDirectory() as tmp:  # the curve's models go here, not into the run
             points = _rm_curve(cfg, rcfg, run / "prefs", Path(tmp))["points"]
         for p in points:

@@ -172,10 +172,11 @@ def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cumulative probability exceeds ``u`` (B, uniform in [0, 1)) times the row's total — token j with
     probability p_j / Σp, never a token of probability 0."""
     cdf = probs.cumsum(dim=-1)
-    if not bool(torch.isfinite(cdf[:, -1]).all() and (cdf[:, -1] > 0).all()):
+    total = cdf[:, -1]
+    if not bool((torch.isfinite(total) & (total > 0)).all()):
         raise AlignkitError("sampling: the model's next-token probabilities are not finite or all zero "
                             "(NaN or inf logits; in float16, try dtype=bfloat16 or float32)")
-    tokens = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    tokens = torch.searchsorted(cdf, (u * total).unsqueeze(1), right=True).squeeze(1)
     over = tokens >= probs.size(-1)  # u · Σp rounded up to Σp: the last token of non-zero probability
     if bool(over.any()):
         last = probs.size(-1) - 1 - (probs[over] > 0).flip(-1).float().argmax(dim=-1)

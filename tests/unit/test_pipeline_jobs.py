@@ -209,6 +209,15 @@ def test_the_workers_of_a_killed_run_stop(tmp_path):
     assert state in ("gone", "Z", "X")
 
 
+def _prefs_dir(tmp_path, rows: dict[str, list[dict]]):
+    """A preferences folder as `alignkit prefs` writes it: <name>.jsonl for each of ``rows``."""
+    prefs = tmp_path / "prefs"
+    prefs.mkdir()
+    for name, records in rows.items():
+        (prefs / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return prefs
+
+
 def test_the_curves_pairs_are_one_comparison_per_prompt(tmp_path, monkeypatch):
     """rm_curve compares one pair per prompt with one ranking per prompt: later comparisons of the same
     prompt (prefs pairs_per_prompt) stay out of it."""
@@ -216,8 +225,6 @@ def test_the_curves_pairs_are_one_comparison_per_prompt(tmp_path, monkeypatch):
     from alignkit.pipeline import _rm_curve
     from alignkit.stages import rm
 
-    prefs = tmp_path / "prefs"
-    prefs.mkdir()
     rows = {"rankings": [], "pairs": [], "labels": []}
     for n in range(4):
         p = f"Question {n}?"
@@ -225,8 +232,7 @@ def test_the_curves_pairs_are_one_comparison_per_prompt(tmp_path, monkeypatch):
         rows["pairs"].append({"prompt": p, "chosen": "a", "rejected": "b", "meta": {"comparison": 1}})
         rows["pairs"].append({"prompt": p, "chosen": "c", "rejected": "d", "meta": {"comparison": 2}})
     rows["labels"].append({"prompt": "Question 0?", "responses": ["c", "d"], "label": "tie", "meta": {"comparison": 2}})
-    for name, records in rows.items():
-        (prefs / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    prefs = _prefs_dir(tmp_path, rows)
     seen = {}
 
     def fake_rm(cfg, surprise_memo=None):
@@ -245,13 +251,10 @@ def test_the_curves_models_train_rm_curve_steps_or_epochs(tmp_path, monkeypatch)
     from alignkit.pipeline import _rm_curve
     from alignkit.stages import rm
 
-    prefs = tmp_path / "prefs"
-    prefs.mkdir()
-    ranking = [{"prompt": f"Q{n}?", "responses": ["a", "b"], "ranking": [0, 1]} for n in range(4)]
-    pairs = [{"prompt": f"Q{n}?", "chosen": "a", "rejected": "b"} for n in range(4)]
-    (prefs / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ranking))
-    (prefs / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
-    (prefs / "labels.jsonl").write_text("")
+    prefs = _prefs_dir(tmp_path, {
+        "rankings": [{"prompt": f"Q{n}?", "responses": ["a", "b"], "ranking": [0, 1]} for n in range(4)],
+        "pairs": [{"prompt": f"Q{n}?", "chosen": "a", "rejected": "b"} for n in range(4)],
+        "labels": []})
     seen = []
 
     def fake_rm(cfg, surprise_memo=None):

@@ -458,6 +458,8 @@ class RunConfig:
     rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)
     rm_curve_steps: int = param(0, "optimizer steps of each reward model of the curve, whatever its subset's size "
                                 "(0 = rm_curve_epochs passes over its subset)", min=0)
+    rm_curve_seeds: int = param(3, "seeds of the data-efficiency curve (rm.seed on): each draws other nested subsets, "
+                                "initialisations and data orders; each point is their mean", min=1)
     bon: BonConfig = section(BonConfig, "best-of-n with the reward model (model, rm and eval are set by the run)")
     dpo: DPOConfig = section(DPOConfig, "DPO on the collected rankings (model, data and out are set by the run)")
     dpo_betas: list[float] = param([0.03, 0.1, 0.3], "values of dpo.beta trained and evaluated for the reward-vs-KL "

@@ -173,7 +173,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
                         ("prefs",), resumable=True))
     if cfg.rm_curve:
         fp_curve = fingerprint({"counts": cfg.rm_curve, "epochs": cfg.rm_curve_epochs, "steps": cfg.rm_curve_steps,
-                                "subsets": "random"}, fp_rm)
+                                "seeds": cfg.rm_curve_seeds, "subsets": "random"}, fp_rm)
         jobs.append(Job("rm_curve", fp_curve, _job_rm_curve, {"rcfg": rcfg}, ("prefs",)))
     bcfg = replace(cfg.bon, model=sft_model, rm=rm_model, out=str(run_dir / "bon"), eval=cfg.eval, overwrite=True)
     jobs.append(Job("bon", fingerprint(_identity(bcfg, run_dir), fp_rm), _job_bon, {"bcfg": bcfg}, ("rm",)))
@@ -700,34 +700,59 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     """Held-out accuracy against the number of labelled prompts: one comparison of two answers per prompt
     (pairs.jsonl + its tie / both_bad labels) vs one ranking of k answers per prompt, on the same prompts
     (nested random subsets), each reward model trained for ``rm_curve_steps`` optimizer steps, or
-    ``rm_curve_epochs`` passes over its subset when that is 0."""
+    ``rm_curve_epochs`` passes over its subset when that is 0. Over ``rm_curve_seeds`` seeds (``rcfg.seed``
+    on), each drawing other subsets, initialisations and data orders: a point is the mean over seeds (each
+    seed's accuracy kept beside it), and ``rankings_match_pairs`` says how many ranked prompts reach the
+    mean accuracy of pairs at the largest count (:func:`alignkit.eval.metrics.matching_count`)."""
     from alignkit.data.sources import load_records, write_jsonl
+    from alignkit.eval.metrics import matching_count
     from alignkit.stages import rm
 
     rankings = load_records(prefs_dir / "rankings.jsonl", "ranking")
     compared = (load_records(prefs_dir / "pairs.jsonl", "pair")
                 + load_records(prefs_dir / "labels.jsonl", "label", allow_empty=True))  # no tie may be said
     comparisons = [r for r in compared if (r.get("meta") or {}).get("comparison", 1) == 1]  # one per prompt
-    # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
-    prompts = [r["prompt"] for r in rankings]
-    random.Random(f"alignkit-rm-curve:{rcfg.seed}").shuffle(prompts)
-    points, surprise_memo = [], {}  # the prior's surprise at each answer, computed once for all the curve's models
-    for n in cfg.rm_curve:
-        keep = set(prompts[:n])
-        for form, records in (("pairs", comparisons), ("rankings", rankings)):
-            out = stage_dir / f"{form}-{n}"
-            data = write_jsonl(stage_dir / f"{form}-{n}.jsonl", [r for r in records if r["prompt"] in keep])
-            try:
-                s = rm.run(replace(rcfg, data=str(data), out=str(out), overwrite=True, progress=False,
-                                   normalize=False, epochs=cfg.rm_curve_epochs, max_steps=cfg.rm_curve_steps),
-                           surprise_memo=surprise_memo)
-            except AlignkitError as e:  # e.g. a tiny subset with no usable comparison: the point is missing
-                points.append({"form": form, "prompts": len(keep), "heldout_accuracy": None, "skipped": str(e)})
-                continue
-            points.append({"form": form, "prompts": len(keep), "heldout_accuracy": s["heldout_accuracy"],
-                           "spearman_gold": s["spearman_gold"], "train_seconds": s["train_seconds"]})
-            shutil.rmtree(out / "state", ignore_errors=True)
-    return {"points": points}
+    runs, surprise_memo = [], {}  # the prior's surprise at each answer, computed once for all the curve's models
+    for seed in range(rcfg.seed, rcfg.seed + cfg.rm_curve_seeds):
+        # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
+        prompts = [r["prompt"] for r in rankings]
+        random.Random(f"alignkit-rm-curve:{seed}").shuffle(prompts)
+        for n in cfg.rm_curve:
+            keep = set(prompts[:n])
+            for form, records in (("pairs", comparisons), ("rankings", rankings)):
+                name = f"{form}-{n}" if cfg.rm_curve_seeds == 1 else f"{form}-{n}-seed{seed}"
+                out = stage_dir / name
+                data = write_jsonl(stage_dir / f"{name}.jsonl", [r for r in records if r["prompt"] in keep])
+                run = {"form": form, "prompts": len(keep), "seed": seed}
+                try:
+                    s = rm.run(replace(rcfg, data=str(data), out=str(out), overwrite=True, progress=False, seed=seed,
+                                       normalize=False, epochs=cfg.rm_curve_epochs, max_steps=cfg.rm_curve_steps),
+                               surprise_memo=surprise_memo)
+                except AlignkitError as e:  # e.g. a tiny subset with no usable comparison: the point is missing
+                    runs.append({**run, "heldout_accuracy": None, "skipped": str(e)})
+                    continue
+                runs.append({**run, "heldout_accuracy": s["heldout_accuracy"], "spearman_gold": s["spearman_gold"],
+                             "train_seconds": s["train_seconds"]})
+                shutil.rmtree(out / "state", ignore_errors=True)
+    points = []
+    for form in ("pairs", "rankings"):
+        for n in sorted({r["prompts"] for r in runs if r["form"] == form}):
+            group = [r for r in runs if r["form"] == form and r["prompts"] == n]
+            done = [r for r in group if r["heldout_accuracy"] is not None]
+            point = {"form": form, "prompts": n, "seeds": len(done),
+                     "heldout_accuracy": _mean([r["heldout_accuracy"] for r in done]),
+                     "heldout_accuracy_per_seed": [r["heldout_accuracy"] for r in done],
+                     "spearman_gold": _mean([r["spearman_gold"] for r in done]),
+                     "train_seconds": round(sum(r["train_seconds"] for r in done), 2)}
+            if not done:
+                point["skipped"] = group[0]["skipped"]
+            points.append(point)
+    return {"points": points, "seeds": cfg.rm_curve_seeds, "runs": runs,
+            "rankings_match_pairs": matching_count(points)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _export_world(world, stage_dir: Path) -> dict:
@@ -801,8 +826,17 @@ def print_table(summary: dict) -> None:
         r = st["rm_pairs"]
         print(f"  the same on the pairwise comparisons alone ({r['train_comparisons']} comparisons on "
               f"{r['train_prompts']} prompts): held-out accuracy {_num(r.get('heldout_accuracy'))}")
-    for p in st.get("rm_curve", {}).get("points", []):
-        print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}")
+    curve = st.get("rm_curve", {})
+    for p in curve.get("points", []):
+        seeds = p.get("heldout_accuracy_per_seed") or []
+        spread = f"  (seeds {min(seeds):.3f}-{max(seeds):.3f})" if len(seeds) > 1 else ""
+        print(f"  rm curve: {p['form']:<9}{p['prompts']:>6} prompts  held-out accuracy {_num(p['heldout_accuracy'])}"
+              f"{spread}")
+    match = curve.get("rankings_match_pairs")
+    if match:
+        from alignkit.eval.metrics import match_sentence
+
+        print(f"  rm curve: {match_sentence(match, curve.get('seeds', 1))}")
     if "bon" in st:
         print("best-of-n (selected by the RM; by the oracle in brackets):")
         for row in st["bon"]["curve"]:

@@ -46,15 +46,23 @@ def plot_best_of_n(curve: list[dict], sft_gold: float, path: str | Path) -> Path
 
 
 def plot_rm_curve(points: list[dict], path: str | Path) -> Path:
-    """Held-out accuracy against the number of labelled prompts, one line per data form."""
+    """Held-out accuracy against the number of labelled prompts, one line per data form (the mean over seeds,
+    each seed's accuracy as a faint dot)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for form, style, label in (("pairs", "o-", "pairs (one comparison per prompt)"),
-                               ("rankings", "s-", "rankings (all answers of a prompt)")):
-        pts = sorted((p["prompts"], p["heldout_accuracy"]) for p in points
-                     if p["form"] == form and p.get("heldout_accuracy") is not None)
-        if pts:
-            ax.plot([x for x, _ in pts], [y for _, y in pts], style, label=label)
+    for form, style, color, label in (("pairs", "o-", "tab:blue", "pairs (one comparison per prompt)"),
+                                      ("rankings", "s-", "tab:orange", "rankings (all answers of a prompt)")):
+        mine = sorted((p for p in points if p["form"] == form and p.get("heldout_accuracy") is not None),
+                      key=lambda p: p["prompts"])
+        if not mine:
+            continue
+        seeds = max(len(p.get("heldout_accuracy_per_seed") or []) for p in mine)
+        ax.plot([p["prompts"] for p in mine], [p["heldout_accuracy"] for p in mine], style, color=color,
+                label=label + (f", mean of {seeds} seeds" if seeds > 1 else ""))
+        if seeds > 1:  # each seed's model, faint, beside the mean
+            xs = [p["prompts"] for p in mine for _ in p["heldout_accuracy_per_seed"]]
+            ys = [a for p in mine for a in p["heldout_accuracy_per_seed"]]
+            ax.scatter(xs, ys, s=10, color=color, alpha=0.35)
     ax.axhline(0.5, color="gray", linestyle=":", label="chance")
     ax.set(title="Reward model: accuracy vs labelled prompts", xlabel="labelled prompts",
            ylabel="held-out accuracy vs noise-free oracle")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from alignkit.errors import AlignkitError
 from alignkit.eval import plots
+from alignkit.eval.metrics import match_sentence
 from alignkit.eval.plots import dpo_beta, model_family, model_label
 
 # Table order of the evaluated models, by name or else by family (β sweep rows after the main DPO row, by β).
@@ -272,11 +273,14 @@ def reward_model(summary: dict, run_dir: Path) -> Section:
             f"The same reward model trained on the pairwise comparisons alone ({_num(pairs.get('train_comparisons'), 'd')} "
             f"comparisons of two answers on {_num(pairs.get('train_prompts'), 'd')} prompts): held-out accuracy "
             f"{_num(pairs.get('heldout_accuracy'), '.1%')}."))
-    points = stages.get("rm_curve", {}).get("points") or []
+    curve = stages.get("rm_curve", {})
+    points = curve.get("points") or []
     if any(p.get("heldout_accuracy") is not None for p in points):
+        match = curve.get("rankings_match_pairs")
         section.blocks += [
             Text("Data efficiency: held-out accuracy of reward models trained on N labelled prompts, as pairs "
-                 "(one comparison per prompt) or as full rankings of every answer to a prompt."),
+                 "(one comparison per prompt) or as full rankings of every answer to a prompt"
+                 + (f": {match_sentence(match, curve.get('seeds', 1))}." if match else ".")),
             Figure(plots.plot_rm_curve(points, run_dir / "rm_curve.png"), "Reward-model accuracy vs labelled prompts"),
         ]
     else:

@@ -240,7 +240,7 @@ def test_the_curves_pairs_are_one_comparison_per_prompt(tmp_path, monkeypatch):
         return {"heldout_accuracy": 0.5, "spearman_gold": 0.0, "train_seconds": 0.0}
 
     monkeypatch.setattr(rm, "run", fake_rm)
-    _rm_curve(RunConfig(rm_curve=[4]), RMConfig(), prefs, tmp_path / "curve")
+    _rm_curve(RunConfig(rm_curve=[4], rm_curve_seeds=1), RMConfig(), prefs, tmp_path / "curve")
     assert len(seen["pairs-4"]) == 4 and all(r["meta"]["comparison"] == 1 for r in seen["pairs-4"])
     assert len(seen["rankings-4"]) == 4
 
@@ -263,11 +263,47 @@ def test_the_curves_models_train_rm_curve_steps_or_epochs(tmp_path, monkeypatch)
 
     monkeypatch.setattr(rm, "run", fake_rm)
     rcfg = RMConfig(prior="sft", objective="all_pairs")
-    _rm_curve(RunConfig(rm_curve=[2, 4], rm_curve_steps=150), rcfg, prefs, tmp_path / "a")
+    _rm_curve(RunConfig(rm_curve=[2, 4], rm_curve_steps=150, rm_curve_seeds=1), rcfg, prefs, tmp_path / "a")
     assert seen == [(150, 1.0, "sft", "all_pairs")] * 4
     seen.clear()
-    _rm_curve(RunConfig(rm_curve=[4], rm_curve_epochs=2.5), rcfg, prefs, tmp_path / "b")
+    _rm_curve(RunConfig(rm_curve=[4], rm_curve_epochs=2.5, rm_curve_seeds=1), rcfg, prefs, tmp_path / "b")
     assert seen == [(0, 2.5, "sft", "all_pairs")] * 2
+
+
+def test_the_curve_averages_its_seeds_each_with_its_own_subsets(tmp_path, monkeypatch):
+    """rm_curve_seeds trains every point once per seed (rm.seed on), each seed on its own nested subsets;
+    a point is the mean over seeds with each seed's accuracy beside it, and the summary says how many
+    ranked prompts reach the pairs' accuracy at the largest count."""
+    from alignkit.config import RMConfig
+    from alignkit.pipeline import _rm_curve
+    from alignkit.stages import rm
+
+    prefs = _prefs_dir(tmp_path, {
+        "rankings": [{"prompt": f"Q{n}?", "responses": ["a", "b"], "ranking": [0, 1]} for n in range(8)],
+        "pairs": [{"prompt": f"Q{n}?", "chosen": "a", "rejected": "b"} for n in range(8)],
+        "labels": []})
+    subsets = {}
+
+    def fake_rm(cfg, surprise_memo=None):
+        rows = [json.loads(line) for line in open(cfg.data)]
+        subsets[Path(cfg.out).name] = {r["prompt"] for r in rows}
+        bonus = 0.1 if "rankings" in cfg.data else 0.0
+        return {"heldout_accuracy": 0.5 + len(rows) / 100 + bonus + cfg.seed / 100, "spearman_gold": 0.1,
+                "train_seconds": 1.0}
+
+    monkeypatch.setattr(rm, "run", fake_rm)
+    out = _rm_curve(RunConfig(rm_curve=[2, 8], rm_curve_seeds=3), RMConfig(seed=5), prefs, tmp_path / "c")
+    assert sorted(subsets) == sorted(f"{f}-{n}-seed{s}" for f in ("pairs", "rankings") for n in (2, 8)
+                                     for s in (5, 6, 7))
+    assert len({frozenset(subsets[f"pairs-2-seed{s}"]) for s in (5, 6, 7)}) > 1  # other subsets per seed
+    assert all(subsets[f"pairs-2-seed{s}"] == subsets[f"rankings-2-seed{s}"] for s in (5, 6, 7))
+    point = next(p for p in out["points"] if p["form"] == "pairs" and p["prompts"] == 8)
+    assert point["heldout_accuracy_per_seed"] == pytest.approx([0.63, 0.64, 0.65])
+    assert point["heldout_accuracy"] == pytest.approx(0.64) and point["seeds"] == 3 and point["train_seconds"] == 3
+    assert len(out["runs"]) == 12 and out["seeds"] == 3
+    # rankings: 0.68 at 2 prompts, 0.74 at 8 — above the pairs' 0.64 from the smallest count on
+    assert out["rankings_match_pairs"] == {"pairs_prompts": 8, "pairs_accuracy": pytest.approx(0.64),
+                                           "rankings_prompts": 2, "bound": "at_most"}
 
 
 def test_a_run_is_refused_while_a_stage_command_writes_into_its_folder(tmp_path):

@@ -52,8 +52,11 @@ def make_run(root, *, rl: bool = True):
                    "grpo_arithmetic": {"train_seconds": 3.0, "arithmetic_accuracy_before": 0.425,
                                        "arithmetic_accuracy_before_ci": [0.35, 0.5], "arithmetic_accuracy_after": 0.5,
                                        "arithmetic_accuracy_after_ci": [0.4, 0.6], "accuracy_draws": 4},
-                   "rm_curve": {"points": [{"form": f, "prompts": p, "heldout_accuracy": 0.6 + p / 1000}
-                                           for f in ("pairs", "rankings") for p in (8, 16)]}}
+                   "rm_curve": {"points": [{"form": f, "prompts": p, "heldout_accuracy": 0.6 + p / 1000,
+                                            "heldout_accuracy_per_seed": [0.59 + p / 1000, 0.61 + p / 1000]}
+                                           for f in ("pairs", "rankings") for p in (8, 16)],
+                                "seeds": 2, "rankings_match_pairs": {"pairs_prompts": 16, "pairs_accuracy": 0.616,
+                                                                     "rankings_prompts": 16, "bound": "interpolated"}}}
     (root / "summary.json").write_text(json.dumps({"preset": "tiny", "wall_seconds": 61.0, "stages": stages,
                                                    "models": models, "machine": {"cpus": 2, "device": "cpu",
                                                                                  "torch": "2.6.0"}}))
@@ -97,6 +100,7 @@ def test_the_report_has_every_section_and_figure(full_report):
     table = md.split("## Model comparison")[1].split("## Win rate")[0]
     assert [table.index(x) for x in labels] == sorted(table.index(x) for x in labels)
     assert "The world's ideal answers against SFT's: win rate 0.76" in table  # the scale of the win rates
+    assert "pairs reach 0.616 with 16 prompts; rankings reach it with about 16 (means of 2 seeds)" in md
 
 
 def test_the_verifiable_reward_run_shows_its_accuracy_before_and_after(full_report):

@@ -471,6 +471,10 @@ class RunConfig:
     ppo: PPOConfig = section(PPOConfig, "PPO on the world's train prompts against the reward model (model, rm and out "
                              "are set by the run)")
     run_ppo: bool = param(True, "train and evaluate PPO")
+    ppo_rounds: int = param(1, "PPO rounds (iterated online RLHF): each after the first collects preferences (prefs's "
+                            "keys, heldout_k 0, seed = round − 1) on the previous round's answers, trains a reward "
+                            "model on every round's preferences (rm's keys) and PPO on from that policy, its "
+                            "reference (ppo's keys); evaluated as ppo_round_<r>", min=1)
     ppo_ptx_coef: float = param(1.0, "γ of the PPO-ptx run beside plain PPO (ppo's keys with ptx_coef = γ, on the "
                                 "world's pretraining corpus, without snapshots); 0 = no PPO-ptx run", min=0)
     grpo: GRPOConfig = section(GRPOConfig, "GRPO on the world's train prompts with the reward model (model, rm, "

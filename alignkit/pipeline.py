@@ -207,6 +207,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         for name, c in variants:
             jobs.append(Job(name, fingerprint(_identity(c, run_dir), fp_sft, fp_rm, fp_world, fp_eval_cfg), _job_policy,
                             {"kind": "ppo", "scfg": c}, ("rm", "eval"), resumable=True))
+        _ppo_round_jobs(jobs, cfg, run_dir, rcfg, ocfg, fp_world, fp_eval_cfg)
     if cfg.run_grpo:
         runs = [("grpo", replace(cfg.grpo, reward="rm", rm=rm_model, categories=[]))]
         if cfg.grpo_checker:
@@ -219,6 +220,30 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
             jobs.append(Job(name, fp, _job_policy, {"kind": "grpo", "scfg": gcfg},
                             ("rm", "eval") if gcfg.rm else ("eval",), resumable=True))
     return sorted(jobs, key=_start_rank)
+
+
+def _ppo_round_jobs(jobs: list[Job], cfg: RunConfig, run_dir: Path, rcfg, ocfg, fp_world: str, fp_eval_cfg: str) -> None:
+    """PPO rounds after the first — iterated online RLHF (Bai et al. 2022, §4.5): preferences on the latest
+    policy's answers, a reward model on every round's preferences so far (rm's keys, from the SFT model), and
+    PPO on from the latest policy, its reference, against that reward model; evaluated as ppo_round_<r>."""
+    previous = "ppo"
+    fp_previous = next(job.fp for job in jobs if job.name == previous)
+    data, prefs_names = [rcfg.data], ["prefs"]
+    fp_data = [next(job.fp for job in jobs if job.name == "rm")]
+    for r in range(2, cfg.ppo_rounds + 1):
+        name, prefs_name, rm_name = f"ppo_round_{r}", f"ppo_round_{r}_prefs", f"ppo_round_{r}_rm"
+        model = str(run_dir / previous / "model")
+        rq = replace(cfg.prefs, model=model, out=str(run_dir / prefs_name), seed=r - 1, heldout_k=0, overwrite=True)
+        fp_data.append(_prefs_jobs(jobs, run_dir, prefs_name, rq, (fp_previous, fp_world), deps=(previous,)))
+        data.append(str(run_dir / prefs_name / "rankings.jsonl"))
+        prefs_names.append(prefs_name)
+        rr = replace(rcfg, data=",".join(data), out=str(run_dir / rm_name))
+        jobs.append(Job(rm_name, fingerprint(_identity(rr, run_dir), *fp_data), _job_rm, {"rcfg": rr},
+                        tuple(prefs_names), resumable=True))
+        pc = replace(ocfg, model=model, rm=str(run_dir / rm_name / "model"), out=str(run_dir / name), snapshots=[])
+        jobs.append(Job(name, fingerprint(_identity(pc, run_dir), jobs[-1].fp, fp_previous, fp_world, fp_eval_cfg),
+                        _job_policy, {"kind": "ppo", "scfg": pc}, (rm_name, "eval"), resumable=True))
+        previous, fp_previous = name, jobs[-1].fp
 
 
 # The stage keys the run sets itself (inputs and outputs inside runs/<name>/, resume): a value given for one
@@ -301,16 +326,16 @@ PREFS_PARTS = 2
 # jobs, so that two workers finish together rather than one idling; later DPO rounds (each waiting for the
 # one before) right after DPO. With the tiny preset's job times this order ends the jobs within 2 % of the
 # bound "total work / 2". With one worker the jobs run in this order, which has every job after its inputs.
-START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "rm_pairs", "dpo", "dpo_round", "ppo", "ppo_ptx",
-               "grpo", "bon", "dpo_beta")
+START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "rm_pairs", "dpo", "dpo_round", "ppo",
+               "ppo_round", "ppo_ptx", "grpo", "bon", "dpo_beta")
 
 
 def _start_rank(job: Job) -> int:
     name = job.name.split("/")[0]
     if name.startswith("dpo_beta_"):
         name = "dpo_beta"
-    elif name.startswith("dpo_round_"):  # after DPO, which it needs; ahead of the jobs that can wait
-        name = "dpo_round"
+    elif name.startswith(("dpo_round_", "ppo_round_")):  # after the round before; ahead of the jobs that can wait
+        name = name[:len("dpo_round")]
     elif name.startswith("grpo_"):
         name = "grpo_checker"
     return START_ORDER.index(name) if name in START_ORDER else len(START_ORDER)

@@ -144,15 +144,18 @@ def plot_frontier(models: dict[str, dict], path: str | Path, stages: dict[str, d
         for beta, kl, gold, _ in sweep:
             ax.annotate(f"β={beta:g}", (kl, gold), textcoords="offset points", xytext=(5, 4), fontsize=8)
     swept = {s[3] for s in sweep}
-    rounds = sorted((n for n in models if dpo_round(n)), key=dpo_round)
-    if rounds:  # later DPO rounds: a path from the first round's policy
-        chain = (["dpo"] if "dpo" in models else []) + rounds
-        ax.plot([models[n]["kl_to_sft"] for n in chain], [models[n]["gold_reward"] for n in chain], "D--",
-                color=model_color("dpo"), markersize=8, markeredgecolor="black",
-                label=f"DPO, rounds 2-{dpo_round(rounds[-1])} (preferences on its own answers)")
-        for n in rounds:
-            ax.annotate(f"round {dpo_round(n)}", (models[n]["kl_to_sft"], models[n]["gold_reward"]),
-                        textcoords="offset points", xytext=(5, -12), fontsize=8)
+    rounds = []
+    for family, of in (("dpo", dpo_round), ("ppo", ppo_round)):
+        later = sorted((n for n in models if of(n)), key=of)
+        if later:  # later rounds: a path from the first round's policy
+            chain = ([family] if family in models else []) + later
+            ax.plot([models[n]["kl_to_sft"] for n in chain], [models[n]["gold_reward"] for n in chain], "D--",
+                    color=model_color(family), markersize=8, markeredgecolor="black",
+                    label=f"{family.upper()}, rounds 2-{of(later[-1])} (preferences on its own answers)")
+            for n in later:
+                ax.annotate(f"round {of(n)}", (models[n]["kl_to_sft"], models[n]["gold_reward"]),
+                            textcoords="offset points", xytext=(5, -12), fontsize=8)
+        rounds += later
     for name, m in models.items():
         if name in swept or name in rounds:
             continue
@@ -293,6 +296,8 @@ def model_family(name: str) -> str:
         return "dpo"
     if name.startswith("grpo_"):
         return "grpo_checker"
+    if ppo_round(name):
+        return "ppo"
     return name
 
 
@@ -304,7 +309,8 @@ def model_rank(name: str, stages: dict[str, dict] | None = None) -> tuple:
     """Sort key of model ``name`` in MODEL_ORDER; unknown names last."""
     kind = name if name in MODEL_ORDER else model_family(name)
     rank = MODEL_ORDER.index(kind) if kind in MODEL_ORDER else len(MODEL_ORDER)
-    return (rank, name.startswith("dpo_beta_"), dpo_round(name) or 0, dpo_beta(name, stages or {}) or 0.0, name)
+    return (rank, name.startswith("dpo_beta_"), dpo_round(name) or ppo_round(name) or 0, dpo_beta(name, stages or {}) or 0.0,
+            name)
 
 
 def model_color(name: str) -> str:
@@ -321,6 +327,8 @@ def model_label(name: str, beta: float | None = None) -> str:
         return f"Best-of-{name.removeprefix('best_of_')} (reward model)"
     if dpo_round(name):
         return f"DPO, round {dpo_round(name)}"
+    if ppo_round(name):
+        return f"PPO, round {ppo_round(name)}"
     if name.startswith("dpo"):
         beta = beta if beta is not None else dpo_beta(name, {})
         return "DPO" if beta is None else f"DPO, β {beta:g}"
@@ -331,7 +339,16 @@ def model_label(name: str, beta: float | None = None) -> str:
 
 def dpo_round(name: str) -> int | None:
     """The round of a later DPO round's model (``dpo_round_<r>`` → r); None for every other name."""
-    suffix = name.removeprefix("dpo_round_")
+    return _round(name, "dpo")
+
+
+def ppo_round(name: str) -> int | None:
+    """The round of a later PPO round's model (``ppo_round_<r>`` → r); None for every other name."""
+    return _round(name, "ppo")
+
+
+def _round(name: str, family: str) -> int | None:
+    suffix = name.removeprefix(f"{family}_round_")
     return int(suffix) if suffix != name and suffix.isdigit() else None
 
 

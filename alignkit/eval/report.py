@@ -205,8 +205,8 @@ def frontier(summary: dict, run_dir: Path) -> Section:
     section.blocks += [
         Text("Gold reward against KL(π ‖ SFT) on the held-out prompts: how much a method gains per nat it moves "
              "the policy away from SFT (KL estimated on each model's own samples). Markers: the final models. "
-             "Lines: DPO's β sweep (and its later rounds, when the run has dpo_rounds > 1); best-of-n for n = 1, 2, "
-             "4 … (analytic KL, log n − (n−1)/n); PPO along training — "
+             "Lines: DPO's β sweep (and its later rounds, when the run has dpo_rounds > 1, as PPO's with "
+             "ppo_rounds > 1); best-of-n for n = 1, 2, 4 … (analytic KL, log n − (n−1)/n); PPO along training — "
              "SFT, the policy saved at the iterations in ppo.snapshots, and the final policy, each evaluated like the "
              "final models."),
         Figure(plots.plot_frontier(models, run_dir / "frontier.png", stages=stages),

@@ -73,8 +73,8 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
     assert len({m["n_prompts"] for m in models.values()}) == 1, {k: m["n_prompts"] for k, m in models.items()}
     assert [row["n"] for row in summary["stages"]["bon"]["curve"]] == [1, 2]
     assert BON_ROW_KEYS <= summary["stages"]["bon"]["curve"][0].keys()
-    assert list(models) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "ppo_ptx", "dpo",
-                            "dpo_round_2", "dpo_beta_0.3", "grpo", "grpo_arithmetic"]
+    assert list(models) == ["base_zero_shot", "base_few_shot", "sft", "best_of_2", "ppo", "ppo_round_2", "ppo_ptx",
+                            "dpo", "dpo_round_2", "dpo_beta_0.3", "grpo", "grpo_arithmetic"]
     # the second DPO round: preferences on round 1's answers, trained from round 1 with it as reference
     dpo_cfg = yaml.safe_load((smoke_run / "dpo_round_2" / "config.yaml").read_text())
     prefs_cfg = yaml.safe_load((smoke_run / "dpo_round_2_prefs" / "config.yaml").read_text())
@@ -82,7 +82,13 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
     assert dpo_cfg["model"] == dpo_cfg["ref_model"] == prefs_cfg["model"] == round_1
     assert dpo_cfg["data"] == str(smoke_run / "dpo_round_2_prefs" / "rankings.jsonl")
     assert prefs_cfg["heldout_k"] == 0 and prefs_cfg["seed"] == 1
-    for name in ("dpo", "dpo_round_2", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
+    # the second PPO round: preferences on round 1's answers, a reward model on both rounds', PPO on from round 1
+    ppo_cfg = yaml.safe_load((smoke_run / "ppo_round_2" / "config.yaml").read_text())
+    rm_cfg = yaml.safe_load((smoke_run / "ppo_round_2_rm" / "config.yaml").read_text())
+    assert ppo_cfg["model"] == str(smoke_run / "ppo" / "model") and ppo_cfg["rm"] == str(smoke_run / "ppo_round_2_rm" / "model")
+    assert rm_cfg["data"] == f"{smoke_run / 'prefs' / 'rankings.jsonl'},{smoke_run / 'ppo_round_2_prefs' / 'rankings.jsonl'}"
+    assert summary["stages"]["ppo_round_2_rm"]["train_comparisons"] > summary["stages"]["rm"]["train_comparisons"]
+    for name in ("dpo", "dpo_round_2", "ppo", "ppo_round_2", "ppo_ptx", "grpo", "grpo_arithmetic"):
         assert models[name]["kl_to_sft"] is not None, name
     assert [row["step"] for row in summary["stages"]["ppo"]["curve"]] == [1, 2]
     assert {"reward", "reward/rm", "gold", "kl"} <= summary["stages"]["ppo"]["curve"][0].keys()
@@ -99,7 +105,8 @@ def test_second_run_skips_unchanged_stages(smoke_run, capfd):
     assert main(["run", "--preset", "smoke", f"runs_dir={runs}", "name=smoke"]) == 0
     err = capfd.readouterr().err  # file-descriptor level: stages after SFT may log from worker processes
     for stage in ("world", "tokenizer", "pretrain", "sft", "eval", "prefs", "rm", "rm_curve", "rm_pairs", "bon", "dpo",
-                  "dpo_beta_0.3", "dpo_round_2_prefs", "dpo_round_2", "ppo", "ppo_ptx", "grpo", "grpo_arithmetic"):
+                  "dpo_beta_0.3", "dpo_round_2_prefs", "dpo_round_2", "ppo", "ppo_round_2_prefs", "ppo_round_2_rm",
+                  "ppo_round_2", "ppo_ptx", "grpo", "grpo_arithmetic"):
         assert f"{stage}: unchanged, skipped" in err
     assert (smoke_run / "pretrain" / "model" / "model.safetensors").stat().st_mtime_ns == before
 

@@ -320,3 +320,31 @@ def test_a_run_is_refused_while_a_stage_command_writes_into_its_folder(tmp_path)
     with run_lock(tmp_path, wait_workers_s=0.1):
         pass
 
+
+
+def test_later_ppo_rounds_train_on_every_rounds_preferences_from_the_policy_before(tmp_path):
+    """ppo_rounds: round r collects preferences on round r−1's answers, trains a reward model on the run's
+    preferences and every later round's, and PPO from round r−1's policy (its reference) against it."""
+    from alignkit.pipeline import plan
+
+    run = tmp_path / "demo"
+    jobs = {job.name: job for job in plan(RunConfig(ppo_rounds=3), run, "fw", "fs")}
+    assert "ppo_round_4" not in jobs and {"ppo_round_2", "ppo_round_3"} <= jobs.keys()
+    prefs3 = jobs["ppo_round_3_prefs-parts/0"].kwargs["qcfg"]
+    assert prefs3.model == str(run / "ppo_round_2" / "model") and prefs3.heldout_k == 0 and prefs3.seed == 2
+    assert jobs["ppo_round_3_prefs-parts/0"].deps == ("ppo_round_2",)
+    rm3 = jobs["ppo_round_3_rm"]
+    assert rm3.kwargs["rcfg"].data.split(",") == [str(run / "prefs" / "rankings.jsonl"),
+                                                   str(run / "ppo_round_2_prefs" / "rankings.jsonl"),
+                                                   str(run / "ppo_round_3_prefs" / "rankings.jsonl")]
+    assert set(rm3.deps) == {"prefs", "ppo_round_2_prefs", "ppo_round_3_prefs"}
+    assert rm3.kwargs["rcfg"].model == jobs["rm"].kwargs["rcfg"].model  # each from the SFT model
+    ppo3 = jobs["ppo_round_3"].kwargs["scfg"]
+    assert ppo3.model == str(run / "ppo_round_2" / "model") and ppo3.rm == str(run / "ppo_round_3_rm" / "model")
+    assert jobs["ppo_round_3"].deps == ("ppo_round_3_rm", "eval")
+    # a change in round 2 makes round 3 again
+    other = {job.name: job for job in plan(RunConfig(ppo_rounds=3, ppo=replace(RunConfig().ppo, lr=1e-4)), run,
+                                           "fw", "fs")}
+    assert other["ppo_round_3"].fp != jobs["ppo_round_3"].fp
+    assert other["ppo_round_3_rm"].fp != jobs["ppo_round_3_rm"].fp  # its data come from round 2's answers
+    assert "ppo_round_2" not in {job.name for job in plan(RunConfig(), run, "fw", "fs")}

@@ -323,8 +323,8 @@ PREFS_PARTS = 2
 
 # Start order when several jobs are ready: the preferences first (everything but the checker GRPO run
 # waits for them), then the reward model (PPO, PPO-ptx, GRPO and best-of-n wait for it), then the longest
-# jobs, so that two workers finish together rather than one idling; later DPO rounds (each waiting for the
-# one before) right after DPO. With the tiny preset's job times this order ends the jobs within 2 % of the
+# jobs, so that two workers finish together rather than one idling; later DPO and PPO rounds (each waiting
+# for the one before) right after DPO and PPO. With the tiny preset's job times this order ends the jobs within 2 % of the
 # bound "total work / 2". With one worker the jobs run in this order, which has every job after its inputs.
 START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "rm_pairs", "dpo", "dpo_round", "ppo",
                "ppo_round", "ppo_ptx", "grpo", "bon", "dpo_beta")

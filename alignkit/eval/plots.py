@@ -309,8 +309,8 @@ def model_rank(name: str, stages: dict[str, dict] | None = None) -> tuple:
     """Sort key of model ``name`` in MODEL_ORDER; unknown names last."""
     kind = name if name in MODEL_ORDER else model_family(name)
     rank = MODEL_ORDER.index(kind) if kind in MODEL_ORDER else len(MODEL_ORDER)
-    return (rank, name.startswith("dpo_beta_"), dpo_round(name) or ppo_round(name) or 0, dpo_beta(name, stages or {}) or 0.0,
-            name)
+    later_round = dpo_round(name) or ppo_round(name) or 0
+    return (rank, name.startswith("dpo_beta_"), later_round, dpo_beta(name, stages or {}) or 0.0, name)
 
 
 def model_color(name: str) -> str:

@@ -455,7 +455,8 @@ class RunConfig:
                            "same answers (about 90 s of one worker on the tiny preset)")
     rm_curve: list[int] = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a "
                                 "reward model on pairs and one on rankings per count (empty = no curve)", min=2)
-    rm_curve_epochs: float = param(1.0, "epochs of each reward model of the data-efficiency curve", gt=0)
+    rm_curve_epochs: float = param(2.0, "epochs of each reward model of the data-efficiency curve (2: as the run's "
+                                   "reward model, rm.epochs)", gt=0)
     rm_curve_steps: int = param(0, "optimizer steps of each reward model of the curve, whatever its subset's size "
                                 "(0 = rm_curve_epochs passes over its subset)", min=0)
     rm_curve_seeds: int = param(3, "seeds of the data-efficiency curve (rm.seed on): each draws other nested subsets, "

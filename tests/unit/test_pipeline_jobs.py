@@ -264,7 +264,7 @@ def test_the_curves_models_train_rm_curve_steps_or_epochs(tmp_path, monkeypatch)
     monkeypatch.setattr(rm, "run", fake_rm)
     rcfg = RMConfig(prior="sft", objective="all_pairs")
     _rm_curve(RunConfig(rm_curve=[2, 4], rm_curve_steps=150, rm_curve_seeds=1), rcfg, prefs, tmp_path / "a")
-    assert seen == [(150, 1.0, "sft", "all_pairs")] * 4
+    assert seen == [(150, RunConfig().rm_curve_epochs, "sft", "all_pairs")] * 4
     seen.clear()
     _rm_curve(RunConfig(rm_curve=[4], rm_curve_epochs=2.5, rm_curve_seeds=1), rcfg, prefs, tmp_path / "b")
     assert seen == [(0, 2.5, "sft", "all_pairs")] * 2

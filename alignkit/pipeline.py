@@ -207,7 +207,7 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
         for name, c in variants:
             jobs.append(Job(name, fingerprint(_identity(c, run_dir), fp_sft, fp_rm, fp_world, fp_eval_cfg), _job_policy,
                             {"kind": "ppo", "scfg": c}, ("rm", "eval"), resumable=True))
-        _ppo_round_jobs(jobs, cfg, run_dir, rcfg, ocfg, fp_world, fp_eval_cfg)
+        _ppo_round_jobs(jobs, cfg, run_dir, rcfg, ocfg, fp_rm, fp_world, fp_eval_cfg)
     if cfg.run_grpo:
         runs = [("grpo", replace(cfg.grpo, reward="rm", rm=rm_model, categories=[]))]
         if cfg.grpo_checker:
@@ -222,14 +222,14 @@ def plan(cfg: RunConfig, run_dir: Path, fp_world: str, fp_sft: str) -> list[Job]
     return sorted(jobs, key=_start_rank)
 
 
-def _ppo_round_jobs(jobs: list[Job], cfg: RunConfig, run_dir: Path, rcfg, ocfg, fp_world: str, fp_eval_cfg: str) -> None:
+def _ppo_round_jobs(jobs: list[Job], cfg: RunConfig, run_dir: Path, rcfg, ocfg, fp_rm: str, fp_world: str,
+                    fp_eval_cfg: str) -> None:
     """PPO rounds after the first — iterated online RLHF (Bai et al. 2022, §4.5): preferences on the latest
     policy's answers, a reward model on every round's preferences so far (rm's keys, from the SFT model), and
     PPO on from the latest policy, its reference, against that reward model; evaluated as ppo_round_<r>."""
     previous = "ppo"
     fp_previous = next(job.fp for job in jobs if job.name == previous)
-    data, prefs_names = [rcfg.data], ["prefs"]
-    fp_data = [next(job.fp for job in jobs if job.name == "rm")]
+    data, prefs_names, fp_data = [rcfg.data], ["prefs"], [fp_rm]
     for r in range(2, cfg.ppo_rounds + 1):
         name, prefs_name, rm_name = f"ppo_round_{r}", f"ppo_round_{r}_prefs", f"ppo_round_{r}_rm"
         model = str(run_dir / previous / "model")
@@ -728,9 +728,9 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     ``rm_curve_epochs`` passes over its subset when that is 0. Over ``rm_curve_seeds`` seeds (``rcfg.seed``
     on), each drawing other subsets, initialisations and data orders: a point is the mean over seeds (each
     seed's accuracy kept beside it), and ``rankings_match_pairs`` says how many ranked prompts reach the
-    mean accuracy of pairs at the largest count (:func:`alignkit.eval.metrics.matching_count`)."""
+    mean accuracy of pairs at the largest count (:func:`alignkit.eval.curve.matching_count`)."""
     from alignkit.data.sources import load_records, write_jsonl
-    from alignkit.eval.metrics import matching_count
+    from alignkit.eval.curve import matching_count
     from alignkit.stages import rm
 
     rankings = load_records(prefs_dir / "rankings.jsonl", "ranking")
@@ -859,7 +859,7 @@ def print_table(summary: dict) -> None:
               f"{spread}")
     match = curve.get("rankings_match_pairs")
     if match:
-        from alignkit.eval.metrics import match_sentence
+        from alignkit.eval.curve import match_sentence
 
         print(f"  rm curve: {match_sentence(match, curve.get('seeds', 1))}")
     if "bon" in st:

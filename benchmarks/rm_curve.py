@@ -72,7 +72,7 @@ def main() -> int:
     print(f"{'prompts':>9}" + "".join(f"{n:>9}" for n in sizes))
     for form in ("pairs", "rankings"):
         print(f"{form:>9}" + "".join(f"{mean(acc[(form, n)]):>9.3f}" if (form, n) in acc else f"{'-':>9}" for n in sizes))
-    from alignkit.eval.metrics import match_sentence, matching_count
+    from alignkit.eval.curve import match_sentence, matching_count
 
     match = matching_count([{"form": f, "prompts": n, "heldout_accuracy": mean(a)} for (f, n), a in acc.items()])
     if match is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from alignkit.errors import AlignkitError
 from alignkit.eval import plots
-from alignkit.eval.metrics import match_sentence
+from alignkit.eval.curve import match_sentence
 from alignkit.eval.plots import dpo_beta, model_family, model_label
 
 # Table order of the evaluated models, by name or else by family (β sweep rows after the main DPO row, by β).

@@ -324,8 +324,9 @@ PREFS_PARTS = 2
 # Start order when several jobs are ready: the preferences first (everything but the checker GRPO run
 # waits for them), then the reward model (PPO, PPO-ptx, GRPO and best-of-n wait for it), then the longest
 # jobs, so that two workers finish together rather than one idling; later DPO and PPO rounds (each waiting
-# for the one before) right after DPO and PPO. With the tiny preset's job times this order ends the jobs within 2 % of the
-# bound "total work / 2". With one worker the jobs run in this order, which has every job after its inputs.
+# for the one before) right after DPO and PPO. With the tiny preset's job times this order ends the jobs
+# within 2 % of the bound "total work / 2". With one worker the jobs run in this order, which has every job
+# after its inputs.
 START_ORDER = ("prefs-parts", "prefs", "rm", "eval", "grpo_checker", "rm_curve", "rm_pairs", "dpo", "dpo_round", "ppo",
                "ppo_round", "ppo_ptx", "grpo", "bon", "dpo_beta")
 
@@ -335,7 +336,7 @@ def _start_rank(job: Job) -> int:
     if name.startswith("dpo_beta_"):
         name = "dpo_beta"
     elif name.startswith(("dpo_round_", "ppo_round_")):  # after the round before; ahead of the jobs that can wait
-        name = name[:len("dpo_round")]
+        name = name.split("_round_")[0] + "_round"
     elif name.startswith("grpo_"):
         name = "grpo_checker"
     return START_ORDER.index(name) if name in START_ORDER else len(START_ORDER)
@@ -721,12 +722,12 @@ def _evaluate_policy(model_dir: Path, out: Path, cfg: RunConfig, world, run_dir:
                          reference_name="sft", reference_samples=run_dir / "eval" / "sft" / "samples.jsonl")
 
 
-def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
+def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path, seeds: list[int] | None = None) -> dict:
     """Held-out accuracy against the number of labelled prompts: one comparison of two answers per prompt
     (pairs.jsonl + its tie / both_bad labels) vs one ranking of k answers per prompt, on the same prompts
     (nested random subsets), each reward model trained for ``rm_curve_steps`` optimizer steps, or
-    ``rm_curve_epochs`` passes over its subset when that is 0. Over ``rm_curve_seeds`` seeds (``rcfg.seed``
-    on), each drawing other subsets, initialisations and data orders: a point is the mean over seeds (each
+    ``rm_curve_epochs`` passes over its subset when that is 0. Over ``seeds`` (default: ``rm_curve_seeds`` of
+    them from ``rcfg.seed`` on), each drawing other subsets, initialisations and data orders: a point is the mean over seeds (each
     seed's accuracy kept beside it), and ``rankings_match_pairs`` says how many ranked prompts reach the
     mean accuracy of pairs at the largest count (:func:`alignkit.eval.curve.matching_count`)."""
     from alignkit.data.sources import load_records, write_jsonl
@@ -737,15 +738,16 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
     compared = (load_records(prefs_dir / "pairs.jsonl", "pair")
                 + load_records(prefs_dir / "labels.jsonl", "label", allow_empty=True))  # no tie may be said
     comparisons = [r for r in compared if (r.get("meta") or {}).get("comparison", 1) == 1]  # one per prompt
+    seeds = list(range(rcfg.seed, rcfg.seed + cfg.rm_curve_seeds)) if seeds is None else seeds
     runs, surprise_memo = [], {}  # the prior's surprise at each answer, computed once for all the curve's models
-    for seed in range(rcfg.seed, rcfg.seed + cfg.rm_curve_seeds):
+    for seed in seeds:
         # nested random subsets of the prompts (the files are in category order: a prefix would be one category)
         prompts = [r["prompt"] for r in rankings]
         random.Random(f"alignkit-rm-curve:{seed}").shuffle(prompts)
         for n in cfg.rm_curve:
             keep = set(prompts[:n])
             for form, records in (("pairs", comparisons), ("rankings", rankings)):
-                name = f"{form}-{n}" if cfg.rm_curve_seeds == 1 else f"{form}-{n}-seed{seed}"
+                name = f"{form}-{n}" if len(seeds) == 1 else f"{form}-{n}-seed{seed}"
                 out = stage_dir / name
                 data = write_jsonl(stage_dir / f"{name}.jsonl", [r for r in records if r["prompt"] in keep])
                 run = {"form": form, "prompts": len(keep), "seed": seed}
@@ -772,7 +774,7 @@ def _rm_curve(cfg: RunConfig, rcfg, prefs_dir: Path, stage_dir: Path) -> dict:
             if not done:
                 point["skipped"] = group[0]["skipped"]
             points.append(point)
-    return {"points": points, "seeds": cfg.rm_curve_seeds, "runs": runs,
+    return {"points": points, "seeds": len(seeds), "runs": runs,
             "rankings_match_pairs": matching_count(points)}
 
 

@@ -25,7 +25,6 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from statistics import mean
 
 import torch
 
@@ -45,6 +44,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from alignkit.config import RunConfig, load_config
+    from alignkit.eval.curve import match_sentence
     from alignkit.pipeline import _rm_curve, rm_config
 
     torch.set_num_threads(args.threads)
@@ -52,35 +52,32 @@ def main() -> int:
     cfg = load_config(RunConfig, config_file=run / "config.yaml")
     cfg = replace(cfg, rm_curve=args.points or cfg.rm_curve,
                   rm_curve_epochs=args.epochs if args.epochs is not None else cfg.rm_curve_epochs,
-                  rm_curve_steps=args.steps if args.steps is not None else cfg.rm_curve_steps, rm_curve_seeds=1)
-    acc: dict[tuple[str, int], list[float]] = {}
+                  rm_curve_steps=args.steps if args.steps is not None else cfg.rm_curve_steps)
+    rcfg = rm_config(cfg, run)
+    rcfg = replace(rcfg, progress=False, objective=args.objective or rcfg.objective,
+                   prior="" if args.no_prior else rcfg.prior)
+    with tempfile.TemporaryDirectory() as tmp:  # the curve's models go here, not into the run
+        curve = _rm_curve(cfg, rcfg, run / "prefs", Path(tmp), seeds=args.seeds)
     for seed in args.seeds:
-        rcfg = rm_config(cfg, run)
-        rcfg = replace(rcfg, seed=seed, progress=False, objective=args.objective or rcfg.objective,
-                       prior="" if args.no_prior else rcfg.prior)
-        with tempfile.TemporaryDirectory() as tmp:  # the curve's models go here, not into the run
-            points = _rm_curve(cfg, rcfg, run / "prefs", Path(tmp))["points"]
-        for p in points:
-            if p["heldout_accuracy"] is not None:
-                acc.setdefault((p["form"], p["prompts"]), []).append(p["heldout_accuracy"])
-        print(json.dumps({"seed": seed, "points": [[p["form"], p["prompts"], p["heldout_accuracy"]] for p in points]}),
-              flush=True)
+        print(json.dumps({"seed": seed, "points": [[r["form"], r["prompts"], r["heldout_accuracy"]]
+                                                    for r in curve["runs"] if r["seed"] == seed]}))
 
+    acc = {(p["form"], p["prompts"]): p["heldout_accuracy"] for p in curve["points"]
+           if p["heldout_accuracy"] is not None}
     sizes = sorted({n for _, n in acc})
     budget = f"{cfg.rm_curve_steps} steps" if cfg.rm_curve_steps else f"{cfg.rm_curve_epochs:g} epoch(s)"
     print(f"\nheld-out accuracy, mean of {len(args.seeds)} seed(s), {budget} per model")
     print(f"{'prompts':>9}" + "".join(f"{n:>9}" for n in sizes))
     for form in ("pairs", "rankings"):
-        print(f"{form:>9}" + "".join(f"{mean(acc[(form, n)]):>9.3f}" if (form, n) in acc else f"{'-':>9}" for n in sizes))
-    from alignkit.eval.curve import match_sentence, matching_count
-
-    match = matching_count([{"form": f, "prompts": n, "heldout_accuracy": mean(a)} for (f, n), a in acc.items()])
+        print(f"{form:>9}" + "".join(f"{acc[(form, n)]:>9.3f}" if (form, n) in acc else f"{'-':>9}" for n in sizes))
+    match = curve["rankings_match_pairs"]
     if match is None:
         print("no count with both forms: the target cannot be checked")
         return 1
     ok = match["rankings_prompts"] is not None and match["rankings_prompts"] < match["pairs_prompts"]
     print(f"{match_sentence(match, len(args.seeds))}: {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

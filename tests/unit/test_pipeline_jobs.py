@@ -304,6 +304,11 @@ def test_the_curve_averages_its_seeds_each_with_its_own_subsets(tmp_path, monkey
     # rankings: 0.68 at 2 prompts, 0.74 at 8 — above the pairs' 0.64 from the smallest count on
     assert out["rankings_match_pairs"] == {"pairs_prompts": 8, "pairs_accuracy": pytest.approx(0.64),
                                            "rankings_prompts": 2, "bound": "at_most"}
+    # explicit seeds (benchmarks/rm_curve.py): those, in that order, whatever rm_curve_seeds says
+    subsets.clear()
+    out = _rm_curve(RunConfig(rm_curve=[8], rm_curve_seeds=3), RMConfig(seed=5), prefs, tmp_path / "d", seeds=[9, 2])
+    assert sorted(subsets) == ["pairs-8-seed2", "pairs-8-seed9", "rankings-8-seed2", "rankings-8-seed9"]
+    assert out["seeds"] == 2 and [r["seed"] for r in out["runs"]] == [9, 9, 2, 2]
 
 
 def test_a_run_is_refused_while_a_stage_command_writes_into_its_folder(tmp_path):

@@ -158,10 +158,11 @@ class PrefsConfig:
     out: str = param("runs/prefs", "output dir: rankings.jsonl, pairs.jsonl, labels.jsonl, heldout.jsonl, summary.json")
     # sampling
     n_prompts: int = param(0, "train prompts to label (0 = every train prompt of the world)", min=0)
-    k: int = param(4, "responses shown per prompt (a ranking of k; the pairs are the first two, the next two, …)",
+    k: int = param(4, "responses shown per prompt (a ranking of k; pairs_per_prompt of their pairs compared)",
                    min=2)
-    pairs_per_prompt: int = param(2, "pairwise comparisons per prompt, each an independent label: answers 1-2, then "
-                                  "3-4, … as far as the prompt's distinct answers go (k=4: at most 2)", min=1)
+    pairs_per_prompt: int = param(0, "pairwise comparisons per prompt, each an independent label: answers 1-2, "
+                                  "3-4, then the other pairs, each answer in about as many (k=4: 1-3, 2-4, 1-4, "
+                                  "2-3), as far as the prompt's distinct answers go; 0 = every pair (k=4: 6)", min=0)
     temperature: float = param(0.7, "sampling temperature of the compared responses (recorded in each record)",
                                gt=0)
     max_new_tokens: int = param(48, "tokens per response at most", min=1)
@@ -450,9 +451,9 @@ class RunConfig:
     rm: RMConfig = section(RMConfig, "reward model on the collected rankings (model and data are set by the run)")
     rm_prior: bool = param(True, "the reward model adds the SFT model's surprise at the response (rm.prior = the "
                            "SFT model; see `alignkit rm --help`)")
-    rm_pairs: bool = param(False, "also train a reward model on the pairwise comparisons alone (pairs.jsonl + "
+    rm_pairs: bool = param(True, "also train a reward model on the pairwise comparisons alone (pairs.jsonl + "
                            "labels.jsonl, rm's keys) and evaluate it like the run's: pairs against rankings on the "
-                           "same answers (about 90 s of one worker on the tiny preset)")
+                           "same answers (about 100 s of one worker on the tiny preset)")
     rm_curve: list[int] = param([125, 250, 500, 1000], "labelled-prompt counts of the data-efficiency curve: a "
                                 "reward model on pairs and one on rankings per count (empty = no curve)", min=2)
     rm_curve_epochs: float = param(2.0, "epochs of each reward model of the data-efficiency curve (2: as the run's "

@@ -269,9 +269,11 @@ def reward_model(summary: dict, run_dir: Path) -> Section:
         section.blocks.append(Text("Not in this run: the reward model.", note=True))
     pairs = stages.get("rm_pairs")
     if pairs:
+        n, prompts = pairs.get("train_comparisons"), pairs.get("train_prompts")
+        per_prompt = f", {n / prompts:.1f} per prompt" if n and prompts else ""
         section.blocks.append(Text(
-            f"The same reward model trained on the pairwise comparisons alone ({_num(pairs.get('train_comparisons'), 'd')} "
-            f"comparisons of two answers on {_num(pairs.get('train_prompts'), 'd')} prompts): held-out accuracy "
+            f"The same reward model trained on the pairwise comparisons alone ({_num(n, 'd')} comparisons of two "
+            f"answers on {_num(prompts, 'd')} prompts{per_prompt}): held-out accuracy "
             f"{_num(pairs.get('heldout_accuracy'), '.1%')}."))
     curve = stages.get("rm_curve", {})
     points = curve.get("points") or []

@@ -10,9 +10,9 @@ the same way every time may yield fewer; one with a single distinct answer is sk
 - ``rankings.jsonl``  ``{prompt, responses[k], ranking, category, meta}``: a full ranking of the k responses
   (Plackett-Luce with utilities gold / T; near-equal neighbours may be grouped as a tie);
 - ``pairs.jsonl``     ``{prompt, chosen, rejected, category, meta}``: pairwise comparisons of the same
-  responses, each an independent label as a pairwise interface would collect — the first two, and with
-  ``pairs_per_prompt`` 2 (the default) also the next two where the prompt has four distinct answers
-  (``meta.comparison`` says which);
+  responses, each an independent label as a pairwise interface would collect: the first two, then the
+  next two, then the other pairs (:func:`pair_schedule`) — every pair by default, the first
+  ``pairs_per_prompt`` otherwise (``meta.comparison`` says which: 1 = answers 1-2);
 - ``labels.jsonl``    ``{prompt, responses[2], label, category, meta}``: those comparisons answered
   "tie" or "both_bad";
 - ``heldout.jsonl``   ``{prompt, responses, gold, category, labeller}``: fresh samples on the held-out
@@ -34,6 +34,7 @@ The work splits into ``parts`` (every ``parts``-th prompt, each part with its ow
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -103,13 +104,14 @@ def run(cfg: PrefsConfig, world, *, part: tuple[int, int] = (0, 1)) -> dict:
         meta = {"temperature": cfg.temperature, "labeller_written": written}
         base = {"prompt": task.prompt, "category": task.category}
         rankings.append({**base, "responses": responses, "ranking": labeller.rank(task, responses, rng), "meta": meta})
-        # pairwise comparisons of answers 1-2, 3-4, …: the later ones with a random stream of their own, so
-        # that the rankings and first comparisons do not depend on how many are asked for
-        for j in range(min(cfg.pairs_per_prompt, len(responses) // 2)):
-            a, b = responses[2 * j], responses[2 * j + 1]
+        # pairwise comparisons (answers 1-2, 3-4, then the other pairs, see pair_schedule): the later ones with
+        # a random stream of their own, so that the rankings and first comparisons do not depend on how many
+        # are asked for
+        for j, (x, y) in enumerate(pair_schedule(len(responses))[:cfg.pairs_per_prompt or None]):
+            a, b = responses[x], responses[y]
             verdict = labeller.compare(task, a, b, rng if j == 0 else pair_rng)
-            pair_meta = {**meta, "comparison": j + 1, "labeller_written": [w - 2 * j for w in written
-                                                                           if 2 * j <= w < 2 * j + 2]}
+            pair_meta = {**meta, "comparison": j + 1, "labeller_written": [(x, y).index(w) for w in written
+                                                                           if w in (x, y)]}
             if verdict in ("a", "b"):
                 chosen = 0 if verdict == "a" else 1
                 pairs.append({**base, "chosen": (a, b)[chosen], "rejected": (a, b)[1 - chosen],
@@ -185,6 +187,27 @@ def _log(summary: dict) -> None:
     r = summary["records"]
     info(f"prefs: {r['rankings']} rankings of {summary['k']}, {r['pairs']} pairs, {r['labels']} tie/both_bad "
          f"labels, {r['heldout']} held-out groups in {summary['seconds']:.0f}s")
+
+
+def pair_schedule(k: int) -> list[tuple[int, int]]:
+    """The order in which the labeller compares k answers pairwise: the disjoint pairs 1-2, 3-4, … first,
+    then each next pair the one whose two answers have been compared least so far (ties: the first in
+    lexicographic order) — all C(k, 2) pairs, each answer in about as many as the others at every length.
+    k = 4: (0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2)."""
+    first = [(i, i + 1) for i in range(0, k - 1, 2)]
+    rest = [p for p in itertools.combinations(range(k), 2) if p not in first]
+    seen = [0] * k
+    for a, b in first:
+        seen[a] += 1
+        seen[b] += 1
+    order = list(first)
+    while rest:
+        a, b = min(rest, key=lambda p: (seen[p[0]] + seen[p[1]], p))
+        rest.remove((a, b))
+        order.append((a, b))
+        seen[a] += 1
+        seen[b] += 1
+    return order
 
 
 def _distinct(texts: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ import yaml
 from alignkit.cli import main
 from alignkit.config import PRESETS_DIR as PRESETS
 from alignkit.data.sources import load_records
+from alignkit.stages.prefs import pair_schedule
 
 PRETRAIN_KEYS = {"heldout_loss", "heldout_ppl", "vocab_size", "tokens_seen", "params", "train_seconds"}
 EVAL_KEYS = {"win_rate_vs_sft", "win_rate_ci", "gold_reward", "rates", "per_category", "kl_to_sft",
@@ -47,7 +48,8 @@ def test_run_writes_every_file_and_documented_key(smoke_run):
              *RUN_PNGS]
     missing = [p for p in paths if not (smoke_run / p).exists()]
     assert not missing, f"not written by the run: {missing}"
-    assert "trained on the pairwise comparisons alone" in (smoke_run / "report.md").read_text()  # rm_pairs
+    pairs_text = (smoke_run / "report.md").read_text().split("trained on the pairwise comparisons alone")  # rm_pairs
+    assert len(pairs_text) == 2 and " per prompt)" in pairs_text[1].split("\n")[0]
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert {"preset", "wall_seconds", "machine", "stages", "models"} <= summary.keys()
     assert summary["preset"] == "smoke"
@@ -376,29 +378,35 @@ def test_eval_says_why_a_reference_on_another_tokenizer_has_no_kl(smoke_run, tmp
 
 
 def test_preferences_compare_answers_in_independent_pairs(smoke_run, tmp_path):
-    """pairs_per_prompt: answers 1-2 then 3-4 each get a label of their own; the rankings and the first
-    comparisons are the same whatever the number of comparisons asked for."""
+    """pairs_per_prompt: the answers' pairs in pair_schedule's order, each with a label of its own, as far as
+    a prompt's answers go; the rankings and the first comparisons are the same whatever the number of
+    comparisons asked for."""
     world = str(PRESETS / "smoke" / "world.yaml")
     sft = smoke_run / "sft" / "model"
     files = {}
-    for n in (1, 2):
+    for n in (1, 2, 6):
         out = tmp_path / f"p{n}"
         assert main(["prefs", "--world-config", world, f"model={sft}", f"out={out}", "n_prompts=12", "k=4",
                      f"pairs_per_prompt={n}", "max_new_tokens=6", "temperature=1.5", "heldout_k=0",
                      "progress=false"]) == 0
         files[n] = {name: [json.loads(line) for line in open(out / f"{name}.jsonl")]
                     for name in ("rankings", "pairs", "labels")}
-    one, two = files[1], files[2]
-    assert one["rankings"] == two["rankings"]
+    one, two, six = files[1], files[2], files[6]
+    assert one["rankings"] == two["rankings"] == six["rankings"]
     first = [r for r in two["pairs"] + two["labels"] if r["meta"]["comparison"] == 1]
     assert sorted(json.dumps(r, sort_keys=True) for r in first) == \
         sorted(json.dumps(r, sort_keys=True) for r in one["pairs"] + one["labels"])
-    second = [r for r in two["pairs"] + two["labels"] if r["meta"]["comparison"] == 2]
-    four = {r["prompt"]: r["responses"] for r in two["rankings"] if len(r["responses"]) == 4}
-    assert four and {r["prompt"] for r in second} == set(four)  # one more label wherever there are four answers
-    for r in second:
-        shown = r.get("responses") or [r["chosen"], r["rejected"]]
-        assert sorted(shown) == sorted(four[r["prompt"]][2:])
+    answers = {r["prompt"]: r["responses"] for r in six["rankings"]}
+    assert any(len(a) == 4 for a in answers.values())
+    for n, got in ((2, two), (6, six)):
+        shown = {}
+        for r in got["pairs"] + got["labels"]:
+            shown.setdefault(r["prompt"], []).append((r["meta"]["comparison"],
+                                                      sorted(r.get("responses") or [r["chosen"], r["rejected"]])))
+        for prompt, a in answers.items():  # every prompt: its first n pairs in schedule order, once each
+            expected = [sorted([a[x], a[y]]) for x, y in pair_schedule(len(a))[:n]]
+            assert [pair for _, pair in sorted(shown[prompt])] == expected
+            assert [c for c, _ in sorted(shown[prompt])] == list(range(1, len(expected) + 1))
 
 
 def test_the_labeller_writes_the_ideal_answer_where_every_shown_answer_fails(smoke_run, tmp_path, monkeypatch):

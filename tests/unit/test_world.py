@@ -363,3 +363,19 @@ def test_every_ideal_answer_gets_the_top_score_and_ideal_win_rate_counts_ties(wo
     run = ModelRun("chat", tasks, responses, [world.oracle.judge(t, r) for t, r in zip(tasks, responses)], None)
     wr = ideal_win_rate(world, run, tie_margin=0.01)
     assert (wr["wins"], wr["ties"], wr["losses"]) == (2, 2, 0) and wr["win_rate"] == 0.75
+
+
+def test_pair_schedule_compares_every_pair_once_disjoint_pairs_first():
+    from alignkit.stages.prefs import pair_schedule
+
+    assert pair_schedule(4) == [(0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2)]
+    assert pair_schedule(2) == [(0, 1)]
+    for k in range(2, 8):
+        order = pair_schedule(k)
+        assert sorted(order) == [(a, b) for a in range(k) for b in range(a + 1, k)]
+        assert order[:k // 2] == [(i, i + 1) for i in range(0, k - 1, 2)]
+        seen = [0] * k
+        for a, b in order:  # no answer is compared much more often than another at any length
+            seen[a] += 1
+            seen[b] += 1
+            assert max(seen) - min(seen) <= 2

@@ -194,19 +194,12 @@ def pair_schedule(k: int) -> list[tuple[int, int]]:
     then each next pair the one whose two answers have been compared least so far (ties: the first in
     lexicographic order) — all C(k, 2) pairs, each answer in about as many as the others at every length.
     k = 4: (0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2)."""
-    first = [(i, i + 1) for i in range(0, k - 1, 2)]
-    rest = [p for p in itertools.combinations(range(k), 2) if p not in first]
-    seen = [0] * k
-    for a, b in first:
-        seen[a] += 1
-        seen[b] += 1
-    order = list(first)
+    order = [(i, i + 1) for i in range(0, k - 1, 2)]
+    rest = [p for p in itertools.combinations(range(k), 2) if p not in order]
     while rest:
-        a, b = min(rest, key=lambda p: (seen[p[0]] + seen[p[1]], p))
-        rest.remove((a, b))
-        order.append((a, b))
-        seen[a] += 1
-        seen[b] += 1
+        seen = [sum(i in p for p in order) for i in range(k)]
+        order.append(min(rest, key=lambda p: (seen[p[0]] + seen[p[1]], p)))
+        rest.remove(order[-1])
     return order
 
 

@@ -43,10 +43,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
+    from transformers.utils import logging as hf_logging
+
     from alignkit.config import RunConfig, load_config
     from alignkit.eval.curve import match_sentence
     from alignkit.pipeline import _rm_curve, rm_config
 
+    hf_logging.disable_progress_bar()  # as the command line does: no per-file bars between the results
     torch.set_num_threads(args.threads)
     run = args.run_dir
     cfg = load_config(RunConfig, config_file=run / "config.yaml")

@@ -408,12 +408,19 @@ def execute(ctx: Context, job: Job) -> dict:
     return run_stage(ctx.run_dir / job.name, job.fp, fn, resumable=job.resumable, name=job.name)
 
 
-def _init_worker(threads: int, run_dir: Path, parent: int) -> None:
-    global _WORKER_LOCK
+def setup_worker(threads: int) -> None:
+    """What a process that trains jobs of the run sets first (the run's workers, and the benchmarks that
+    retrain parts of a finished run): its thread count, and as the command line does, no per-file
+    "Loading weights" bars."""
     from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # as the command line does: no per-file "Loading weights" bars
+    hf_logging.disable_progress_bar()
+
+
+def _init_worker(threads: int, run_dir: Path, parent: int) -> None:
+    global _WORKER_LOCK
+    setup_worker(threads)
     # Ctrl-C in a terminal reaches the whole process group: the main process stops the workers itself,
     # so each of them does not print a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)

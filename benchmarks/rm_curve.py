@@ -26,8 +26,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,14 +41,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
-    from transformers.utils import logging as hf_logging
-
     from alignkit.config import RunConfig, load_config
     from alignkit.eval.curve import match_sentence
-    from alignkit.pipeline import _rm_curve, rm_config
+    from alignkit.pipeline import _rm_curve, rm_config, setup_worker
 
-    hf_logging.disable_progress_bar()  # as the command line does: no per-file bars between the results
-    torch.set_num_threads(args.threads)
+    setup_worker(args.threads)  # as the run's workers: one thread, no per-file bars between the results
     run = args.run_dir
     cfg = load_config(RunConfig, config_file=run / "config.yaml")
     cfg = replace(cfg, rm_curve=args.points or cfg.rm_curve,

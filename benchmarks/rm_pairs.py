@@ -26,8 +26,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 TARGET = 0.85
 
 
@@ -41,15 +39,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
-    from transformers.utils import logging as hf_logging
-
     from alignkit.config import RunConfig, load_config
     from alignkit.data.sources import load_records, write_jsonl
-    from alignkit.pipeline import rm_config
+    from alignkit.pipeline import rm_config, setup_worker
     from alignkit.stages import rm
 
-    hf_logging.disable_progress_bar()  # as the command line does: no per-file bars between the results
-    torch.set_num_threads(args.threads)
+    setup_worker(args.threads)  # as the run's workers: one thread, no per-file bars between the results
     run = args.run_dir
     cfg = load_config(RunConfig, config_file=run / "config.yaml")
     rcfg = replace(rm_config(cfg, run), progress=False, overwrite=True)

@@ -17,6 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from alignkit.config import (
+    ArenaConfig,
+    ArenaExportConfig,
+    ArenaLeaderboardConfig,
+    ArenaSimulateConfig,
     BonConfig,
     ChatConfig,
     DPOConfig,
@@ -38,6 +42,7 @@ from alignkit.config import (
 from alignkit.errors import AlignkitError
 
 USAGE_KEYS = "key=value overrides, e.g. max_steps=100 lr=1e-3 (nested: pretrain.max_steps=100)"
+ARENA_ACTIONS = ("serve", "leaderboard", "export", "simulate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars would drown alignkit's own
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["arena"] and len(argv) > 1 and argv[1] not in (*ARENA_ACTIONS, "-h", "--help"):
+        argv.insert(1, "serve")  # `alignkit arena models=...` serves; the other actions are named
     parser = _parser()
     # key=value pairs may come before or after options such as --preset: collect the stray ones too
     args, extra = parser.parse_known_args(argv)
@@ -56,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    # chat handles Ctrl-C itself (it stops a reply, not the chat); SIGTERM ends it as by default
-    previous = _interrupt_once() if args.func is not cmd_chat else {}
+    # chat handles Ctrl-C itself (it stops a reply, not the chat), the arena's server as uvicorn does (it stops
+    # serving); SIGTERM ends them as by default
+    previous = _interrupt_once() if args.func not in (cmd_chat, cmd_arena) else {}
     try:
         args.func(args)
     except AlignkitError as e:
@@ -302,6 +311,71 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(text)
 
 
+def cmd_arena(args: argparse.Namespace) -> None:
+    from alignkit.serve.arena.server import serve
+
+    cfg = load_config(ArenaConfig, config_file=args.config, overrides=args.overrides)
+    world = _world(args.world_config) if cfg.prompts == "world" else None
+    try:
+        serve(cfg, world)
+    except KeyboardInterrupt:
+        print(f"arena: stopped; the votes are in {cfg.votes}", file=sys.stderr)
+
+
+def cmd_arena_leaderboard(args: argparse.Namespace) -> None:
+    from alignkit.serve.arena.ratings import format_leaderboard, leaderboard
+    from alignkit.serve.arena.store import open_existing
+
+    cfg = load_config(ArenaLeaderboardConfig, config_file=args.config, overrides=args.overrides)
+    store = open_existing(cfg.votes)
+    try:
+        board = leaderboard(store.outcomes(), tie_model=cfg.tie_model, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    finally:
+        store.close()
+    print(json.dumps(board, indent=1) if cfg.json else format_leaderboard(board))
+
+
+def cmd_arena_export(args: argparse.Namespace) -> None:
+    from alignkit.serve.arena.export import export_votes
+    from alignkit.serve.arena.store import open_existing
+
+    cfg = load_config(ArenaExportConfig, config_file=args.config, overrides=args.overrides)
+    if not cfg.out:
+        raise AlignkitError("arena export needs out=DIR (where pairs.jsonl and labels.jsonl go)")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise AlignkitError(f"out={out} is a file, not a directory")
+    there = [name for name in ("pairs.jsonl", "labels.jsonl") if (out / name).exists()]
+    if there and not cfg.overwrite:
+        raise AlignkitError(f"{out} already holds {', '.join(there)}; pass overwrite=true to replace them, or another out=")
+    store = open_existing(cfg.votes)
+    try:
+        result = export_votes(store, out)
+    finally:
+        store.close()
+    print(f"{result['pairs']}  ({result['n_pairs']} pair records: A / B votes)")
+    print(f"{result['labels']}  ({result['n_labels']} label records: tie / both_bad votes)")
+    if result["n_same_answers"]:
+        print(f"({result['n_same_answers']} decisive votes between two identical answers left out)")
+
+
+def cmd_arena_simulate(args: argparse.Namespace) -> None:
+    from alignkit.serve.arena.simulate import simulate
+
+    cfg = load_config(ArenaSimulateConfig, config_file=args.config, overrides=args.overrides)
+    labeller = {"temperature": cfg.labeller_temperature, "tie_margin": cfg.tie_margin,
+                "both_bad_threshold": cfg.both_bad_threshold}
+    stats = simulate(cfg.url.rstrip("/"), _world(args.world_config), voters=cfg.voters, votes=cfg.votes, seed=cfg.seed,
+                     token=cfg.token, timeout=cfg.timeout, labeller=labeller)
+    shown = {k: v for k, v in stats.items() if k != "acknowledged"}
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps(stats, indent=1) + "\n")
+    print(json.dumps(shown, indent=1))
+    if stats["errors"]:
+        raise AlignkitError(f"{stats['errors']} of the simulated requests failed; the first: {stats['first_errors'][0]}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # argument parsing
 
@@ -414,6 +488,34 @@ def _parser() -> argparse.ArgumentParser:
                  "Multi-turn, with the model's chat template; replies stream as they are sampled.")
     p.add_argument("--model", required=True, help="Hugging Face causal-LM directory")
     p.set_defaults(func=cmd_chat)
+
+    arena = sub.add_parser("arena", help="the arena: people compare two anonymous answers and vote; "
+                           "leaderboard, export of the votes, simulated voters",
+                           description="`alignkit arena models=A,B[,C...] votes=arena.db` serves the battle page and "
+                           "its JSON API (same as `alignkit arena serve ...`); the other actions read its votes.",
+                           epilog="`alignkit arena <action> --help` lists its keys.")
+    asub = arena.add_subparsers(title="actions", metavar="<action>")
+    p = _command(asub, "serve", "serve the battle page, the leaderboard and the JSON API (the default action)",
+                 ArenaConfig, "Two models drawn at random answer each prompt side by side, streamed, their names hidden "
+                 "until the vote: A is better, B is better, tie, both bad. Battles and votes go to votes= (SQLite). "
+                 "API: POST /api/battles, GET /api/battles/{id}[/stream], POST /api/battles/{id}/vote, "
+                 "GET /api/leaderboard, GET /api/health (docs/arena.md).")
+    p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
+    p.set_defaults(func=cmd_arena)
+    p = _command(asub, "leaderboard", "Bradley-Terry ratings of the arena's models with ties, 95% bootstrap "
+                 "intervals, votes per model and the win-rate matrix", ArenaLeaderboardConfig, "")
+    p.set_defaults(func=cmd_arena_leaderboard)
+    p = _command(asub, "export", "write the votes as record-schema JSONL for `alignkit rm` and `alignkit dpo`",
+                 ArenaExportConfig, "A / B votes become {prompt, chosen, rejected} in pairs.jsonl, tie and both-bad "
+                 "votes {prompt, responses, label} in labels.jsonl, with the battle id and model names as extra fields.")
+    p.set_defaults(func=cmd_arena_export)
+    p = _command(asub, "simulate", "the built-in world's labellers vote through the arena's HTTP API",
+                 ArenaSimulateConfig, "Each voter opens the page, asks for a battle on a random prompt, reads the "
+                 "streamed answers, judges them (oracle + noise) and votes. The arena must serve prompts=world. "
+                 "Prints votes per second and p50 / p95 latencies of battles and votes.")
+    p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
+    p.set_defaults(func=cmd_arena_simulate)
+    arena.set_defaults(func=lambda a: arena.print_help())
 
     world = sub.add_parser("world", help="the built-in synthetic world", description="The built-in world.")
     wsub = world.add_subparsers(title="world commands", metavar="<world command>")

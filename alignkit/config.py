@@ -435,6 +435,67 @@ class ChatConfig:
 
 
 @dataclass
+class ArenaConfig:
+    """The arena's server (``alignkit arena``): people compare two anonymous models' answers and vote."""
+    models: list[str] = param([], "the models to compare, at least two: HF causal-LM dirs, each DIR or name=DIR "
+                              "(the name the leaderboard shows; default: the dir as given)")
+    few_shot: list[str] = param([], "names among models= of base models, prompted with the built-in world's "
+                                "few-shot exemplars instead of a chat template (needs prompts=world)")
+    votes: str = param("arena.db", "SQLite file of battles and votes: created when missing, else continued")
+    prompts: str = param("world", "what the Random prompt button draws from: world (the built-in world's train "
+                         "prompts), a file of {prompt} records, or none")
+    host: str = param("127.0.0.1", "address to listen on (0.0.0.0: every interface; set token= then)")
+    port: int = param(8000, "port to listen on", min=1, max=65535)
+    token: str = param("", "if set, starting a battle and voting need the header X-Arena-Token: <token> (the page "
+                       "sends it when opened as /?token=<token>): only invited labellers vote")
+    max_prompt_chars: int = param(4000, "longest prompt accepted, in characters", min=1)
+    max_new_tokens: int = param(48, "tokens per answer at most", min=1)
+    temperature: float = param(0.7, "sampling temperature of the answers (0 = greedy)", min=0)
+    shots: int = param(4, "exemplars in a few_shot model's prompt", min=1)
+    batch_size: int = param(32, "answers a model generates together at most", min=1)
+    device: str = param("auto", "cpu, cuda, or auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = param("float32", "dtype the models are loaded in", choices=("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = param(False, "run Python code shipped in a model dir (only for models you trust)")
+    seed: int = param(0, "seed of the model draws, sides, random prompts and sampling", min=0)
+    log_level: str = param("warning", "uvicorn's log level (info logs every request)",
+                           choices=("critical", "error", "warning", "info", "debug"))
+
+
+@dataclass
+class ArenaLeaderboardConfig:
+    """The leaderboard of an arena's votes (``alignkit arena leaderboard``)."""
+    votes: str = param("arena.db", "the arena's SQLite file")
+    tie_model: str = param("davidson", "how ties and both-bad votes count: Davidson or Rao-Kupper",
+                           choices=("davidson", "rao_kupper"))
+    bootstrap: int = param(200, "bootstrap resamples of the votes for the 95% intervals", min=1)
+    seed: int = param(0, "seed of the bootstrap", min=0)
+    json: bool = param(False, "print the leaderboard as JSON (as GET /api/leaderboard) instead of a table")
+
+
+@dataclass
+class ArenaExportConfig:
+    """An arena's votes as record-schema JSONL (``alignkit arena export``)."""
+    votes: str = param("arena.db", "the arena's SQLite file")
+    out: str = param("", "output dir: pairs.jsonl (A / B votes) and labels.jsonl (tie / both_bad)")
+    overwrite: bool = param(False, "write over pairs.jsonl and labels.jsonl already in out")
+
+
+@dataclass
+class ArenaSimulateConfig:
+    """Simulated voters: the built-in world's labellers vote through the arena's HTTP API."""
+    url: str = param("http://127.0.0.1:8000", "the arena's address")
+    voters: int = param(4, "voters voting at the same time (each a thread with its own cookie)", min=1)
+    votes: int = param(100, "votes to cast in all", min=1)
+    token: str = param("", "the arena's token, if it has one")
+    seed: int = param(0, "voter i's labeller is seeded seed + i", min=0)
+    labeller_temperature: float = param(0.25, "noise of the labellers: P(a ≻ b) = σ((gold_a - gold_b) / T)", min=0)
+    tie_margin: float = param(0.05, "gold scores closer than this may be voted a tie", min=0)
+    both_bad_threshold: float = param(-0.3, "two answers both scoring below this are voted both_bad", min=-1, max=1)
+    timeout: float = param(120.0, "seconds an HTTP request may take", gt=0)
+    out: str = param("", "also write the statistics as JSON to this file (empty = print only)")
+
+
+@dataclass
 class RunConfig:
     """The recipe so far: world → tokenizer → pretrain → SFT → evaluation → preferences → reward model → best-of-n
     → DPO → PPO → GRPO."""

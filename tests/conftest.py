@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -7,3 +9,25 @@ import torch  # noqa: E402
 
 # Tiny test models are faster on one thread than on two competing ones.
 torch.set_num_threads(1)
+
+
+# Debian's Chromium, headless, driven by Playwright (the report's and the arena's browser tests). `make browser`
+# installs it with apt-get; never `playwright install`. ALIGNKIT_SKIP_BROWSER=1 skips the tests that use it.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium with apt-get (as root); "
+                    "on a machine where that is impossible, ALIGNKIT_SKIP_BROWSER=1 skips this test", pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install -e '.[dev]' (make test does)", pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

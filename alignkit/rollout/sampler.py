@@ -65,7 +65,7 @@ def sample(
 
     device = next(model.parameters()).device
     was_training = model.training
-    direct = _can_decode(model, temperature, top_p, top_k, stops)
+    direct = can_decode(model, temperature, top_p, top_k, stops)
     completions: list[list[int]] = []
     starts = range(0, len(prompts), batch_size)
     if show_progress:
@@ -118,7 +118,7 @@ _PROCESSOR_SETTINGS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_id
                        "renormalize_logits", "guidance_scale", "watermarking_config")
 
 
-def _can_decode(model, temperature: float, top_p: float, top_k: int, stops: list[str]) -> bool:
+def can_decode(model, temperature: float, top_p: float, top_k: int, stops: list[str]) -> bool:
     """Whether `_decode` gives what `generate` would: temperature-only sampling or greedy, no stop strings,
     a model whose forward takes a cache and `logits_to_keep` (transformers 5 decoders; not a peft wrapper)
     and whose generation_config adds no logits processor."""
@@ -133,29 +133,44 @@ def _can_decode(model, temperature: float, top_p: float, top_k: int, stops: list
 
 def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
             temperature: float, eos_ids: list[int], pad_id: int) -> list[list[int]]:
-    """Complete a left-padded batch with the KV cache, one token per step, dropping finished rows.
+    """Complete a left-padded batch with the KV cache: (B, max_new_tokens) token lists, pad after a row's eos,
+    like `generate`'s completions (see :func:`decode_steps`)."""
+    tokens = torch.full((input_ids.size(0), max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+    for step, (rows, next_tokens) in enumerate(decode_steps(model, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                                                            temperature=temperature, eos_ids=eos_ids)):
+        tokens[rows, step] = next_tokens
+    return tokens.tolist()
 
-    Returns (B, max_new_tokens) token lists, pad after a row's eos, like `generate`'s completions. Row i's
-    token at step t is drawn with the uniform ``u[i, t]`` (:func:`draw`), all of them drawn before the
-    first step, so a row's tokens do not depend on when the others end."""
+
+def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+                 temperature: float, eos_ids: list[int],
+                 generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Decode a left-padded batch with the KV cache, one token per step, dropping finished rows; yields
+    ``(rows, tokens)`` per step: the batch indices still decoding (R,) and the token each drew (R,), so a
+    caller can stream them (the arena) or collect them (:func:`_decode`). A row's last token is its eos.
+
+    Row i's token at step t is drawn with the uniform ``u[i, t]`` (:func:`draw`), all of them drawn before
+    the first step, so a row's tokens do not depend on when the others end; from ``generator`` when given
+    (a thread of its own), else from torch's global RNG. Call under ``torch.no_grad()``."""
     B = input_ids.size(0)
     mask = attention_mask.long()
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
                 use_cache=True, logits_to_keep=1)
     cache, logits = out.cache, out.logits[:, -1].float()
-    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
     active = torch.arange(B, device=input_ids.device)  # the rows still being decoded, in batch order
     eos = torch.tensor(eos_ids, device=input_ids.device)
-    uniforms = torch.rand(B, max_new_tokens, device=input_ids.device) if temperature > 0 else None
+    uniforms = None
+    if temperature > 0:
+        uniforms = torch.rand(B, max_new_tokens, device=input_ids.device, generator=generator)
     for step in range(max_new_tokens):
         if uniforms is not None:
             next_tokens = draw(torch.softmax(logits / temperature, dim=-1), uniforms[active, step])
         else:
             next_tokens = logits.argmax(dim=-1)
-        tokens[active, step] = next_tokens
+        yield active, next_tokens
         done = torch.isin(next_tokens, eos)
         if step == max_new_tokens - 1 or bool(done.all()):
-            break
+            return
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep)
@@ -164,7 +179,6 @@ def _decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max
         out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=mask.sum(dim=1, keepdim=True) - 1,
                     cache=cache, use_cache=True)
         cache, logits = out.cache, out.logits[:, -1].float()
-    return tokens.tolist()
 
 
 def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 800}
 # The report's h2 headings, each matched case-insensitively as a substring of some h2 (alignkit/eval/report.py).
 SECTIONS = ["Comparison", "Win rate", "frontier", "Overoptimisation", "reward model", "Training curves", "Samples"]
@@ -32,21 +29,7 @@ IMAGES_JS = """async () => Promise.all([...document.images].map(async (img) => {
 
 pytestmark = pytest.mark.skipif(os.environ.get("ALIGNKIT_SKIP_BROWSER") == "1",
                                 reason="ALIGNKIT_SKIP_BROWSER=1: the report is not opened in Chromium")
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium with apt-get (as root); "
-                    "on a machine where that is impossible, ALIGNKIT_SKIP_BROWSER=1 skips this test", pytrace=False)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright package is missing: pip install -e '.[dev]' (make test does)", pytrace=False)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+# the `browser` fixture (Debian's Chromium under Playwright) is in tests/conftest.py
 
 
 def open_page(browser, path: Path):

@@ -155,9 +155,9 @@ def test_greedy_decoding_skips_finished_rows_with_generates_tokens(saved, prompt
     model, tok = load_model(saved[0])
     kwargs = dict(max_new_tokens=16, temperature=0.0, batch_size=8, seed=1)
     if saved[0].name.startswith(("llama", "qwen2")):  # transformers 5 decoders with a cache argument
-        assert sampler._can_decode(model, 0.0, 1.0, 0, [])
+        assert sampler.can_decode(model, 0.0, 1.0, 0, [])
     with monkeypatch.context() as m:
-        m.setattr(sampler, "_can_decode", lambda *args: False)
+        m.setattr(sampler, "can_decode", lambda *args: False)
         _extra_eos(model, tok, prompts, 0.0)
         via_generate = sample(model, tok, prompts * 4, **kwargs)
     direct = sample(model, tok, prompts * 4, **kwargs)
@@ -244,7 +244,7 @@ def test_stop_strings_cut_text_and_mask(saved, prompts, temperature, monkeypatch
 
     model, tok = load_model(saved[0])
     with monkeypatch.context() as m:  # stop strings go through generate: the free answers too, for its tokens
-        m.setattr(sampler, "_can_decode", lambda *args: False)
+        m.setattr(sampler, "can_decode", lambda *args: False)
         free = sample(model, tok, prompts, max_new_tokens=16, temperature=temperature, seed=1)
     # a stop string that occurs inside some completion, usually spanning a token boundary
     text = max(free.texts, key=lambda t: len(set(t)))

@@ -1,0 +1,81 @@
+"""``alignkit arena models=A,B[,C...] votes=arena.db``: load the models, open the votes, serve the page.
+
+Binds 127.0.0.1 unless ``host=`` says otherwise. To let other people vote, either run it on a machine they
+reach with ``host=0.0.0.0 token=SECRET`` and send them ``http://HOST:PORT/?token=SECRET``, or keep it on
+127.0.0.1 behind a reverse proxy that terminates TLS (nginx, Caddy) and forwards to it; the event stream
+needs the proxy's buffering off (the server sends ``X-Accel-Buffering: no`` for nginx).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from alignkit.errors import AlignkitError
+
+
+def prompt_pool(prompts: str, world) -> list[str]:
+    """The prompts of the Random prompt button: the world's train prompts, a file's, or none."""
+    if prompts == "none":
+        return []
+    if prompts == "world":
+        return [t.prompt for t in world.tasks("train")]
+    from alignkit.data.sources import load_records
+
+    records = load_records(prompts, "prompt")
+    bad = next((i for i, r in enumerate(records) if not isinstance(r["prompt"], str)), None)
+    if bad is not None:
+        raise AlignkitError(f"{prompts}: record {bad + 1}: the arena's prompts are strings (one user turn)")
+    return [r["prompt"].strip() for r in records]
+
+
+def build_arena(cfg, world):
+    """The :class:`~alignkit.serve.arena.app.Arena` of an ArenaConfig: models loaded, workers started, store open."""
+    from alignkit.models.load import load_model
+    from alignkit.serve.arena.app import Arena
+    from alignkit.serve.arena.engine import ModelWorker, parse_models
+    from alignkit.serve.arena.store import Store
+    from alignkit.training.setup import resolve_device
+
+    specs = parse_models(cfg.models, cfg.few_shot)
+    if any(s.mode == "few_shot" for s in specs) and world is None:
+        raise AlignkitError("few_shot models are prompted with the built-in world's exemplars: use prompts=world")
+    device = str(resolve_device(cfg.device))
+    pool = prompt_pool(cfg.prompts, world)
+    few_shot = None
+    if world is not None:
+        def few_shot(question: str) -> str:
+            from alignkit.world import FEW_SHOT_DEFAULT
+
+            return world.few_shot_prompt(question, shots=cfg.shots, seed=cfg.seed, categories=FEW_SHOT_DEFAULT)
+    store = Store(cfg.votes)
+    workers = []
+    try:
+        for i, spec in enumerate(specs):
+            model, tokenizer = load_model(spec.path, dtype=cfg.dtype, device=device,
+                                          trust_remote_code=cfg.trust_remote_code)
+            workers.append(ModelWorker(spec, model, tokenizer, max_new_tokens=cfg.max_new_tokens,
+                                       temperature=cfg.temperature, batch_size=cfg.batch_size, seed=cfg.seed + i,
+                                       few_shot=few_shot))
+    except BaseException:
+        for w in workers:
+            w.close()
+        store.close()
+        raise
+    return Arena(workers, store, pool, max_prompt_chars=cfg.max_prompt_chars, token=cfg.token, seed=cfg.seed)
+
+
+def serve(cfg, world) -> None:
+    import uvicorn
+
+    from alignkit.serve.arena.app import create_app
+
+    arena = build_arena(cfg, world)
+    counts = arena.store.counts()
+    where = f"http://{cfg.host}:{cfg.port}/" + (f"?token={cfg.token}" if cfg.token else "")
+    print(f"arena: {len(arena.workers)} models, {counts['votes']} votes so far in {cfg.votes}; open {where} "
+          f"(leaderboard: /leaderboard; Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(create_app(arena), host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+                    timeout_graceful_shutdown=5)
+    finally:
+        arena.close()

@@ -318,8 +318,8 @@ def cmd_arena(args: argparse.Namespace) -> None:
     world = _world(args.world_config) if cfg.prompts == "world" else None
     try:
         serve(cfg, world)
-    except KeyboardInterrupt:
-        print(f"arena: stopped; the votes are in {cfg.votes}", file=sys.stderr)
+    except KeyboardInterrupt:  # uvicorn stops on the first Ctrl-C itself; a second one lands here
+        pass
 
 
 def cmd_arena_leaderboard(args: argparse.Namespace) -> None:
@@ -502,8 +502,8 @@ def _parser() -> argparse.ArgumentParser:
                  "GET /api/leaderboard, GET /api/health (docs/arena.md).")
     p.add_argument("--world-config", default=None, help="YAML of world keys, if the world is not the default")
     p.set_defaults(func=cmd_arena)
-    p = _command(asub, "leaderboard", "Bradley-Terry ratings of the arena's models with ties, 95% bootstrap "
-                 "intervals, votes per model and the win-rate matrix", ArenaLeaderboardConfig, "")
+    p = _command(asub, "leaderboard", "Bradley-Terry ratings of the arena's models with ties, bootstrap "
+                 "intervals (95 percent), votes per model and the win-rate matrix", ArenaLeaderboardConfig, "")
     p.set_defaults(func=cmd_arena_leaderboard)
     p = _command(asub, "export", "write the votes as record-schema JSONL for `alignkit rm` and `alignkit dpo`",
                  ArenaExportConfig, "A / B votes become {prompt, chosen, rejected} in pairs.jsonl, tie and both-bad "

@@ -78,4 +78,6 @@ def serve(cfg, world) -> None:
         uvicorn.run(create_app(arena), host=cfg.host, port=cfg.port, log_level=cfg.log_level,
                     timeout_graceful_shutdown=5)
     finally:
+        votes = arena.store.counts()["votes"]
         arena.close()
+        print(f"arena: stopped; {votes} votes in {cfg.votes}", file=sys.stderr, flush=True)

@@ -23,10 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from arena_serving import free_port, start_arena  # noqa: E402
-
 
 def random_models(root: Path, world, n: int = 3) -> list[str]:
     from alignkit.models.load import build_config, new_model, save_model
@@ -67,6 +63,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the statistics here as JSON")
     args = ap.parse_args()
 
+    from alignkit.serve.arena.server import free_port, spawn
     from alignkit.serve.arena.simulate import simulate
     from alignkit.world import build_world
 
@@ -75,7 +72,7 @@ def main() -> int:
         tmp = Path(tmp)
         models = run_models(args.run) if args.run else random_models(tmp, world)
         port, db = free_port(), tmp / "arena.db"
-        server = start_arena([f"models={','.join(models)}", f"votes={db}", f"max_new_tokens={args.max_new_tokens}",
+        server = spawn([f"models={','.join(models)}", f"votes={db}", f"max_new_tokens={args.max_new_tokens}",
                               "batch_size=64"], port, threads=args.server_threads)
         try:
             stats = simulate(f"http://127.0.0.1:{port}", world, voters=args.voters, votes=args.votes, timeout=300)

@@ -28,10 +28,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from arena_serving import free_port, start_arena  # noqa: E402
-
 MODELS = {"sft": "sft", "ppo": "ppo", "dpo": "dpo", "grpo": "grpo", "base_few_shot": "pretrain"}
 GOAL_TAU = 0.8
 
@@ -49,12 +45,13 @@ def arena_gold(rows: list[dict], oracle) -> dict[str, float]:
 def serve_and_vote(run: Path, cfg, world, db: Path, out: Path, *, voters: int, votes: int, threads: int) -> dict:
     """Step 1: the arena on the run's models, and the simulated voters' statistics."""
     from alignkit.config import dump_yaml
+    from alignkit.serve.arena.server import free_port, spawn
     from alignkit.serve.arena.simulate import simulate
 
     dump_yaml(cfg.world, out / "world.yaml")  # the server draws its prompts from the run's world
     models = ",".join(f"{name}={run / d / 'model'}" for name, d in MODELS.items())
     port = free_port()
-    server = start_arena([f"models={models}", "few_shot=base_few_shot", f"votes={db}", "batch_size=64",
+    server = spawn([f"models={models}", "few_shot=base_few_shot", f"votes={db}", "batch_size=64",
                           "--world-config", str(out / "world.yaml"),
                           f"max_new_tokens={cfg.eval.max_new_tokens}", f"temperature={cfg.eval.temperature}"],
                          port, threads=threads)

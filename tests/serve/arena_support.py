@@ -3,19 +3,13 @@ test double of a model worker whose answers the test writes and releases (for st
 too quickly)."""
 
 import contextlib
-import socket
 import threading
 import time
 
 from alignkit.serve.arena.app import Arena, create_app
 from alignkit.serve.arena.engine import ModelSpec, ModelWorker
+from alignkit.serve.arena.server import free_port
 from alignkit.serve.arena.store import BattleError, Side, Store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -1,37 +1,20 @@
 """The arena killed with SIGKILL in the middle of a vote load, and restarted on the same file: every vote the
 server acknowledged is there, the database is intact, no battle has two votes, and voting goes on."""
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
-from arena_support import free_port
 
+from alignkit.serve.arena.server import free_port, spawn
 from alignkit.serve.arena.simulate import Tally, simulate, voter
 
 
 def start_server(model_dirs, db, port):
     models = ",".join(f"m{i}={d}" for i, d in enumerate(model_dirs))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "alignkit", "arena", f"models={models}", f"votes={db}",
-                             f"port={port}", "max_new_tokens=6", "batch_size=8"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the arena exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the arena did not answer within 90 s")
+    return spawn([f"models={models}", f"votes={db}", "max_new_tokens=6", "batch_size=8"], port, timeout=90)
 
 
 def test_sigkill_mid_load_loses_no_acknowledged_vote(tmp_path, model_dirs, world):

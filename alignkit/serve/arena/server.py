@@ -8,7 +8,12 @@ needs the proxy's buffering off (the server sends ``X-Accel-Buffering: no`` for 
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 
 from alignkit.errors import AlignkitError
 
@@ -81,3 +86,34 @@ def serve(cfg, world) -> None:
         votes = arena.store.counts()["votes"]
         arena.close()
         print(f"arena: stopped; {votes} votes in {cfg.votes}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server started just after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(args: list[str], port: int, *, threads: int = 1, timeout: float = 180.0) -> subprocess.Popen:
+    """``alignkit arena ARGS port=PORT`` in a process of its own with ``threads`` torch threads (for scripts,
+    benchmarks and tests that drive a real server); returns once ``/api/health`` answers on 127.0.0.1, or
+    raises RuntimeError with the end of its error output. The caller stops it (``terminate``, ``kill``)."""
+    import httpx
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe nobody reads: a chatty server never blocks
+    proc = subprocess.Popen([sys.executable, "-m", "alignkit", "arena", *args, f"port={port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"the arena exited with {proc.returncode}: {log.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"the arena did not answer within {timeout:.0f} s")

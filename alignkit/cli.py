@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars would drown alignkit's own
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["arena"] and len(argv) > 1 and argv[1] not in (*ARENA_ACTIONS, "-h", "--help"):
+    if argv[:1] == ["arena"] and len(argv) > 1 and not set(argv[1:]) & {*ARENA_ACTIONS, "-h", "--help"}:
         argv.insert(1, "serve")  # `alignkit arena models=...` serves; the other actions are named
     parser = _parser()
     # key=value pairs may come before or after options such as --preset: collect the stray ones too

@@ -446,6 +446,8 @@ class ArenaConfig:
                          "prompts), a file of {prompt} records, or none")
     host: str = param("127.0.0.1", "address to listen on (0.0.0.0: every interface; set token= then)")
     port: int = param(8000, "port to listen on", min=1, max=65535)
+    allowed_hosts: list[str] = param([], "Host headers the server answers (a guard against DNS rebinding); empty = "
+                                     "127.0.0.1, localhost and [::1] when host= is one of them, any otherwise; * = any")
     token: str = param("", "if set, starting a battle and voting need the header X-Arena-Token: <token> (the page "
                        "sends it when opened as /?token=<token>): only invited labellers vote")
     max_prompt_chars: int = param(4000, "longest prompt accepted, in characters", min=1)

@@ -76,8 +76,28 @@ class HeldWorker:
         job.done = True
         job.on_done("".join(self.answer).strip(), None)
 
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float = 30.0) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+
+class FailingStore(Store):
+    """A store whose first ``fails`` finish_battle calls raise, as a locked or full disk would."""
+
+    def __init__(self, path, fails: int = 1):
+        super().__init__(path)
+        self.fails = fails
+
+    def finish_battle(self, *args) -> None:
+        if self.fails > 0:
+            self.fails -= 1
+            raise OSError("database is locked")
+        super().finish_battle(*args)
 
 
 def held_arena(tmp_path, answers=(["Hello", " there."], ["Hi", "!"]), *, hold=False, **kw) -> Arena:

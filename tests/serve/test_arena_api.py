@@ -3,11 +3,12 @@
 Every refused request must answer one JSON line with a 4xx status and leave the database as it was."""
 
 import json
+import socket
 import sqlite3
 
 import httpx
 import pytest
-from arena_support import held_arena, real_workers, serving
+from arena_support import FailingStore, held_arena, real_workers, serving
 
 from alignkit.serve.arena.app import Arena
 from alignkit.serve.arena.export import export_votes
@@ -89,6 +90,9 @@ BAD_REQUESTS = [
     ("POST", "/api/battles", b"\xff\xfe", 400, "JSON"),
     ("POST", "/api/battles", b"[1, 2]", 400, "object"),
     ("POST", "/api/battles", b"x" * 70_000, 413, "limit"),
+    ("POST", "/api/battles", b"[" * 50_000, 400, "JSON"),
+    ("POST", "/api/battles", b'{"prompt": "hi \\ud800"}', 400, "surrogate"),
+    ("POST", "/api/battles", b"null", 400, "object"),
     ("GET", "/api/battles/nope", None, 404, "no battle"),
     ("GET", "/api/battles/nope/stream", None, 404, "no battle"),
     ("POST", "/api/battles/nope/vote", {"vote": "a"}, 404, "no battle"),
@@ -96,6 +100,47 @@ BAD_REQUESTS = [
     ("GET", "/api/nothing", None, 404, "no such"),
     ("DELETE", "/api/leaderboard", None, 405, "not allowed"),
 ]
+
+
+def test_cross_site_requests_are_refused(tmp_path):
+    """A form or a script on another site can send text/plain without asking; a page that rebinds its own
+    domain to 127.0.0.1 sends its own Host header. Both are refused, and nothing is written."""
+    arena = held_arena(tmp_path)
+    with serving(arena) as url, httpx.Client(base_url=url, timeout=10) as client:
+        plain = client.post("/api/battles", content=b'{"random": true}', headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 415 and "application/json" in plain.json()["error"]
+        rebound = client.get("/api/health", headers={"Host": "evil.example:8000"})
+        assert rebound.status_code == 400 and "evil.example" in rebound.json()["error"]
+        assert client.get("/api/health", headers={"Host": "localhost:1234"}).status_code == 200
+        # a body declared far over the limit is refused before it is read (a raw socket: clients send what they declare)
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"POST /api/battles HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 999999999\r\nConnection: close\r\n\r\n{}")
+            assert raw.recv(4096).split(b"\r\n")[0].endswith(b"413 Request Entity Too Large")
+        assert db_rows(tmp_path / "arena.db") == (0, 0)
+    arena.close()
+
+
+def test_a_battle_that_cannot_be_stored_fails_and_the_models_go_on(tmp_path, model_dirs, world):
+    """The first battle's answers cannot be written (a locked disk): it fails with its reason, in the stream,
+    in GET and on a vote; the models' workers live on and the next battle is answered and voted."""
+    store = FailingStore(tmp_path / "arena.db")
+    arena = Arena(real_workers(model_dirs, world), store, ["Who is Lopririn?"])
+    with serving(arena) as url, httpx.Client(base_url=url, timeout=30) as client:
+        first = client.post("/api/battles", json={"random": True}).json()["battle_id"]
+        kind, data = events(client, first)[-1]
+        assert kind == "failed" and "could not be stored" in data["error"]
+        shown = client.get(f"/api/battles/{first}").json()
+        assert shown["done"] is False and "locked" in shown["error"]
+        assert events(client, first) == [("failed", {"error": shown["error"]})]  # from the store, after the fact
+        refused = client.post(f"/api/battles/{first}/vote", json={"vote": "a"})
+        assert refused.status_code == 409 and "failed" in refused.json()["error"]
+        second = client.post("/api/battles", json={"random": True}).json()["battle_id"]
+        assert events(client, second)[-1][0] == "done"
+        assert client.post(f"/api/battles/{second}/vote", json={"vote": "a"}).status_code == 200
+    assert all(w._thread.is_alive() for w in arena.workers.values())
+    arena.close()
 
 
 @pytest.mark.parametrize("method, path, body, status, word", BAD_REQUESTS)

@@ -21,7 +21,7 @@ COUNT_UPDATES_JS = """() => { window.__updates = {a: 0, b: 0};
     .observe(document.getElementById("answer-" + side), {childList: true, characterData: true, subtree: true}); }"""
 
 
-def open_arena(browser, url: str):
+def open_arena(browser, url: str, path: str = "/"):
     """A fresh browser context on the arena's page; any request off the arena's own address is aborted."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     outside: list[str] = []
@@ -34,7 +34,7 @@ def open_arena(browser, url: str):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url + "/", wait_until="load")
+    page.goto(url + path, wait_until="load")
     return page, outside, errors
 
 
@@ -110,4 +110,26 @@ def test_model_output_prompts_and_names_show_as_text_and_never_run(browser, tmp_
         assert evil_name in page.text_content("#ratings") and evil_name in page.text_content("#win-rate")
         assert page.evaluate("window.__pwned") is None and page.evaluate(no_markup) == 0
         assert not outside and not errors, (outside, errors)
+    arena.close()
+
+
+def test_an_invited_labeller_votes_and_the_token_leaves_the_address_bar(browser, tmp_path):
+    workers = [HeldWorker("w0", ["One."]), HeldWorker("w1", ["Two."])]
+    store = Store(tmp_path / "arena.db")
+    arena = Arena(workers, store, ["Hello?"], token="s3cret", max_prompt_chars=50)
+    with serving(arena) as url:
+        page, outside, errors = open_arena(browser, url, path="/?token=s3cret")
+        assert page.evaluate("location.search") == ""  # out of the history and of links copied from it
+        page.wait_for_function("() => document.getElementById('prompt').maxLength === 50")
+        page.click("#random")
+        page.wait_for_selector("#vote-a:enabled")
+        page.click("#vote-b")
+        page.wait_for_selector("#model-a:visible")
+        page.reload()  # the tab keeps the token
+        page.click("#random")
+        page.wait_for_selector("#vote-a:enabled")
+        page.click("#vote-tie")
+        page.wait_for_selector("#model-a:visible")
+        assert not outside and not errors, (outside, errors)
+    assert [r["vote"] for r in store.voted()] == ["b", "tie"]
     arena.close()

@@ -23,6 +23,7 @@ replays from the start, so a client may connect late or twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import random
@@ -34,6 +35,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -129,8 +131,15 @@ class Arena:
             complete = all(a is not None for a in battle.answers.values())
         if not complete:
             return
+        # Never raises into a model's worker: a battle that cannot be stored fails, and the worker goes on.
         if battle.error is None:
-            self.store.finish_battle(battle.id, battle.answers["a"], battle.answers["b"])
+            try:
+                self.store.finish_battle(battle.id, battle.answers["a"], battle.answers["b"])
+            except Exception as e:  # noqa: BLE001
+                battle.error = f"the answers could not be stored: {' '.join(str(e).split())[:200]}"
+        if battle.error is not None:
+            with contextlib.suppress(Exception):  # the stream still tells its clients
+                self.store.fail_battle(battle.id, battle.error)
         with battle._lock:
             battle.finished = True
         with self._lock:
@@ -150,13 +159,38 @@ class Arena:
 
     def close(self) -> None:
         for w in self.workers.values():
-            w.close()
+            w.stop()  # all at once, then wait: the store closes after the last answer
+        for w in self.workers.values():
+            w.join()
         self.store.close()
 
 
 # ------------------------------------------------------------------------------------------------ the app
 
-def create_app(arena: Arena) -> Starlette:
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class HostCheck:
+    """ASGI middleware: requests whose Host header names another host than ``hosts`` get a JSON 400. A page
+    on another site that rebinds its own domain to 127.0.0.1 (DNS rebinding) then cannot reach the arena."""
+
+    def __init__(self, app, hosts: tuple[str, ...]):
+        self.app, self.hosts = app, tuple(h.lower() for h in hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and "*" not in self.hosts:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").strip().lower()
+            name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+            if name not in self.hosts:
+                response = JSONResponse({"error": f"this arena answers for {', '.join(self.hosts)}, not Host: {host!r} "
+                                                  "(allowed_hosts=...)"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(arena: Arena, *, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Starlette:
+    """The arena's Starlette app; ``allowed_hosts`` are the Host headers it answers ("*": any)."""
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
@@ -174,12 +208,23 @@ def create_app(arena: Arena) -> Starlette:
         return None
 
     async def body(request: Request) -> dict:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise BattleError(413, f"request body is {len(raw)} bytes; the limit is {MAX_BODY}")
+        """The request's JSON object. Read at most MAX_BODY bytes: a larger body is refused by its declared
+        length, or as soon as it passes the limit, never held whole in memory."""
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            # a cross-site form or script can send text/plain without asking; application/json needs CORS,
+            # which this server does not grant
+            raise BattleError(415, "send the request body as JSON with Content-Type: application/json")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise BattleError(413, f"request body is {declared} bytes; the limit is {MAX_BODY}")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BattleError(413, f"request body is over {MAX_BODY} bytes, the limit")
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise BattleError(400, "the request body is not valid JSON") from None
         if not isinstance(data, dict):
             raise BattleError(400, "the request body must be a JSON object")
@@ -189,7 +234,9 @@ def create_app(arena: Arena) -> Starlette:
         async def handler(request: Request) -> Response:
             response = FileResponse(STATIC / name, headers=PAGE_HEADERS)
             if COOKIE not in request.cookies:
-                response.set_cookie(COOKIE, uuid.uuid4().hex, max_age=365 * 86400, httponly=True, samesite="strict")
+                https = request.headers.get("x-forwarded-proto", request.url.scheme) == "https"  # behind a TLS proxy
+                response.set_cookie(COOKIE, uuid.uuid4().hex, max_age=365 * 86400, httponly=True, samesite="strict",
+                                    secure=https)
             return response
         return handler
 
@@ -211,6 +258,10 @@ def create_app(arena: Arena) -> Starlette:
             prompt = prompt.strip()
             if not prompt:
                 return error(400, "prompt is empty")
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError:
+                return error(400, "prompt is not valid Unicode text (it holds a lone surrogate)")
             if len(prompt) > arena.max_prompt_chars:
                 return error(413, f"prompt is {len(prompt)} characters; the limit is {arena.max_prompt_chars}")
         battle = await run_in_threadpool(arena.start, prompt, request.cookies.get(COOKIE))
@@ -230,14 +281,15 @@ def create_app(arena: Arena) -> Starlette:
             return JSONResponse({"battle_id": battle_id, "prompt": live.prompt, "done": False,
                                  "answers": {"a": live.text("a"), "b": live.text("b")}, "error": live.error})
         out = {"battle_id": battle_id, "prompt": row["prompt"], "done": row["finished"] is not None,
-               "answers": {"a": row["answer_a"] or "", "b": row["answer_b"] or ""}, "vote": row["vote"]}
+               "answers": {"a": row["answer_a"] or "", "b": row["answer_b"] or ""}, "error": row["error"],
+               "vote": row["vote"]}
         if row["vote"] is not None:
             out["models"] = {"a": row["model_a"], "b": row["model_b"]}
         return JSONResponse(out)
 
     async def stream(request: Request) -> Response:
         live, row = await run_in_threadpool(known, request.path_params["battle_id"])
-        if live is None and row["finished"] is None:
+        if live is None and row["finished"] is None and row["error"] is None:
             return error(410, "this battle's answers were never finished (the server stopped); start a new one")
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         events = _replay(row) if live is None else _follow(live)
@@ -260,7 +312,8 @@ def create_app(arena: Arena) -> Starlette:
 
     async def health(request: Request) -> Response:
         counts = await run_in_threadpool(arena.store.counts)
-        return JSONResponse({"ok": True, "models": sorted(arena.workers), **counts})
+        return JSONResponse({"ok": True, "models": sorted(arena.workers), "max_prompt_chars": arena.max_prompt_chars,
+                             **counts})
 
     async def on_battle_error(request: Request, exc: BattleError) -> Response:
         return error(exc.status, str(exc))
@@ -284,7 +337,8 @@ def create_app(arena: Arena) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
     handlers = {BattleError: on_battle_error, HTTPException: on_http_error, Exception: on_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return Starlette(routes=routes, exception_handlers=handlers,
+                     middleware=[Middleware(HostCheck, hosts=tuple(allowed_hosts))])
 
 
 def _sse(event: str, data: dict) -> str:
@@ -315,7 +369,10 @@ async def _follow(battle: LiveBattle):
 
 
 async def _replay(row: dict):
-    """A finished battle's events from the store: each answer whole, then done."""
+    """A finished battle's events from the store: each answer whole, then done (or its failure)."""
+    if row["error"] is not None:
+        yield _sse("failed", {"error": row["error"]})
+        return
     answers = {"a": row["answer_a"] or "", "b": row["answer_b"] or ""}
     for side, text in answers.items():
         if text:

@@ -5,8 +5,8 @@ A battle asks two models for an answer. Each model has a queue; its worker takes
 prompt for a base model), and decodes the batch with the KV cache through ``rollout.sampler.decode_steps``
 — the sampler's own loop, which drops finished rows — handing each new piece of text to the job as soon as
 its tokens decode to whole characters. Static batching: a job that arrives mid-batch waits for the next
-batch, at most one answer's time. Fifty concurrent voters on the tiny models thus cost a few batched decodes
-instead of a hundred interleaved ones.
+batch (behind more than ``batch_size`` waiting jobs, for more than one). Fifty concurrent voters on the tiny
+models thus cost a few batched decodes instead of a hundred interleaved ones.
 
 Each worker seeds its own ``torch.Generator`` (the global RNG is not shared between threads). A model the
 direct loop cannot decode (a model whose forward takes no cache, a generation config with logits
@@ -15,6 +15,7 @@ processors) is sampled with ``rollout.sampler.sample`` and its answer arrives in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -130,9 +131,16 @@ class ModelWorker:
     def submit(self, job: Job) -> None:
         self._queue.put(job)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Answer what is queued, then end the worker's thread (``join`` waits for it)."""
         self._queue.put(None)
-        self._thread.join(timeout=30)
+
+    def join(self, timeout: float = 30.0) -> None:
+        self._thread.join(timeout=timeout)
+
+    def close(self) -> None:
+        self.stop()
+        self.join()
 
     # -- the worker's thread ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -153,22 +161,22 @@ class ModelWorker:
             try:
                 with torch.no_grad():
                     self._answer(jobs)
-            except Exception as e:  # noqa: BLE001 — a failed batch fails its battles, not the server
+                for j in jobs:
+                    if not j.done:
+                        self._finish(j)  # answers that ran to max_new_tokens
+            except Exception as e:  # noqa: BLE001 — a failed batch fails its battles, never the worker
                 message = " ".join(str(e).split())[:200] or type(e).__name__
                 for j in jobs:
                     if not j.done:
                         j.done = True
-                        j.on_done("", f"{self.spec.name} could not answer: {message}")
-                continue
-            for j in jobs:
-                if not j.done:
-                    self._finish(j)
+                        with contextlib.suppress(Exception):
+                            j.on_done("", f"{self.spec.name} could not answer: {message}")
 
     def _answer(self, jobs: list[Job]) -> None:
         if not self.direct:
             texts = sample(self.model, self.tokenizer, [self.tokenizer.decode(j.ids) for j in jobs],
                            max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                           seed=int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)),
+                           seed=int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator, device=self.device)),
                            stop_strings=[FEW_SHOT_STOP] if self.spec.mode == "few_shot" else None).texts
             for j, text in zip(jobs, texts):
                 j.on_text(text)

@@ -72,15 +72,16 @@ def build_arena(cfg, world):
 def serve(cfg, world) -> None:
     import uvicorn
 
-    from alignkit.serve.arena.app import create_app
+    from alignkit.serve.arena.app import LOOPBACK_HOSTS, create_app
 
+    hosts = tuple(cfg.allowed_hosts) or (LOOPBACK_HOSTS if cfg.host in ("127.0.0.1", "localhost", "::1") else ("*",))
     arena = build_arena(cfg, world)
     counts = arena.store.counts()
     where = f"http://{cfg.host}:{cfg.port}/" + (f"?token={cfg.token}" if cfg.token else "")
     print(f"arena: {len(arena.workers)} models, {counts['votes']} votes so far in {cfg.votes}; open {where} "
           f"(leaderboard: /leaderboard; Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(create_app(arena), host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+        uvicorn.run(create_app(arena, allowed_hosts=hosts), host=cfg.host, port=cfg.port, log_level=cfg.log_level,
                     timeout_graceful_shutdown=5)
     finally:
         votes = arena.store.counts()["votes"]

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS battles (
     fingerprint_a TEXT NOT NULL, fingerprint_b TEXT NOT NULL,   -- sha256 of each model's weight files
     answer_a TEXT, answer_b TEXT,
     sampling TEXT NOT NULL,             -- JSON: each side's mode (chat / few_shot), temperature, max_new_tokens
-    voter TEXT                          -- anonymous id from the page's cookie
+    voter TEXT,                         -- anonymous id from the page's cookie
+    error TEXT                          -- why the answers failed (then never finished, never voted)
 );
 CREATE TABLE IF NOT EXISTS votes (
     id INTEGER PRIMARY KEY,
@@ -108,6 +109,10 @@ class Store:
             self._db.execute("UPDATE battles SET answer_a = ?, answer_b = ?, finished = ? WHERE id = ?",
                              (answer_a, answer_b, time.time(), battle_id))
 
+    def fail_battle(self, battle_id: str, error: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE battles SET error = ? WHERE id = ?", (error, battle_id))
+
     def vote(self, battle_id: str, vote: str, voter: str | None) -> dict[str, str]:
         """Record the battle's one vote; returns the model names {"a", "b"} once it is committed.
 
@@ -118,21 +123,24 @@ class Store:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT model_a, model_b, finished FROM battles WHERE id = ?",
+                row = self._db.execute("SELECT model_a, model_b, finished, error FROM battles WHERE id = ?",
                                        (battle_id,)).fetchone()
                 if row is None:
                     raise BattleError(404, f"no battle {battle_id!r}")
+                if row[3] is not None:
+                    raise BattleError(409, f"this battle's answers failed ({row[3]}); start a new round")
                 if row[2] is None:
                     raise BattleError(409, "the answers of this battle are not finished; vote once both are done")
                 self._db.execute("INSERT INTO votes (battle_id, vote, voter, created) VALUES (?, ?, ?, ?)",
                                  (battle_id, vote, voter, time.time()))
+                self._db.execute("COMMIT")  # inside the try: a failed commit is rolled back, not left open
             except sqlite3.IntegrityError:
                 self._db.execute("ROLLBACK")
                 raise BattleError(409, "this battle already has its vote; start a new round") from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         return {"a": row[0], "b": row[1]}
 
     # -- reads --------------------------------------------------------------------------------------------

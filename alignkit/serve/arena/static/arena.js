@@ -1,7 +1,18 @@
 // The battle page. Everything a model wrote is put on the page with textContent: shown as text, never run.
 "use strict";
 
-const token = new URLSearchParams(location.search).get("token");
+// An invited labeller opens /?token=...: the token moves to this tab's sessionStorage and out of the address
+// bar (and so out of the history and of links shared from it).
+const token = (() => {
+  const params = new URLSearchParams(location.search);
+  const given = params.get("token");
+  if (given) {
+    sessionStorage.setItem("arena-token", given);
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : ""));
+  }
+  return sessionStorage.getItem("arena-token");
+})();
 const $ = (id) => document.getElementById(id);
 const voteButtons = ["a", "b", "tie", "both_bad"].map((v) => $("vote-" + v));
 let battle = null;   // {id, source: EventSource}
@@ -121,4 +132,6 @@ $("new-round").addEventListener("click", () => {
   setAsking(true);
   $("prompt").focus();
 });
-if (token) $("leaderboard-link").href = "/leaderboard?token=" + encodeURIComponent(token);
+fetch("/api/health").then((r) => r.json()).then((h) => {
+  if (h.max_prompt_chars) $("prompt").maxLength = h.max_prompt_chars;
+}).catch(() => {});

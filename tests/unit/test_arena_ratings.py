@@ -1,4 +1,5 @@
-"""Arena leaderboard math (alignkit.serve.arena.ratings): closed-form MLEs, recovery, tallies, invariances."""
+"""Arena leaderboard math (alignkit.serve.arena.ratings): the closed-form MLEs of docs/algorithms.md §13, recovery,
+tallies, invariances."""
 
 import json
 import math

@@ -47,7 +47,7 @@ def test_mean_ci_bounds():
     assert (m, lo, hi) == pytest.approx((-0.4, -0.595996, -0.204004), abs=1e-6)
 
 
-@pytest.mark.parametrize("log_r, k1, k2, k3", [  # reference/algorithms.md §10 "KL estimators"
+@pytest.mark.parametrize("log_r, k1, k2, k3", [  # docs/algorithms.md §10 "KL estimators"
     (-0.1, 0.100000, 0.005000, 0.004837),
     (0.1, -0.100000, 0.005000, 0.005171),
     (math.log(2), -0.693147, 0.240227, 0.306853),

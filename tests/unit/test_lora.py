@@ -1,4 +1,4 @@
-"""LoRA invariants (algorithms.md §9): output at init = base, disabled adapters = base exactly, gradients
+"""LoRA invariants (docs/algorithms.md §9): output at init = base, disabled adapters = base exactly, gradients
 only in the adapters, merged = unmerged; and the merge of a saved adapter directory."""
 
 from dataclasses import dataclass

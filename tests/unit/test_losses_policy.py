@@ -1,4 +1,4 @@
-"""Critic-free advantages and loss aggregation (alignkit.losses.policy) against algorithms.md §10."""
+"""Critic-free advantages and loss aggregation (alignkit.losses.policy) against docs/algorithms.md §10."""
 
 import math
 

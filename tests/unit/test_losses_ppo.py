@@ -1,4 +1,4 @@
-"""PPO plumbing (alignkit.losses.ppo): the hand-checked numbers of algorithms.md §10, plus identities."""
+"""PPO plumbing (alignkit.losses.ppo): the hand-checked numbers of docs/algorithms.md §10, plus identities."""
 
 import math
 

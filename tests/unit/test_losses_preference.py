@@ -1,4 +1,4 @@
-"""DPO-family losses (alignkit.losses.preference): hand-checked numbers from algorithms.md §10, plus identities.
+"""DPO-family losses (alignkit.losses.preference): hand-checked numbers from docs/algorithms.md §10, plus identities.
 
 Reference case, β = 0.1: policy chosen −10, rejected −12; reference −11, −11; so h = 2 and βh = 0.2.
 """
@@ -228,7 +228,7 @@ def test_listwise_is_invariant_to_a_constant_per_row():
 
 
 def test_listwise_k3_hand_number():
-    # β·(π − ref) = [2, 1, 0] ranked 1 ≻ 2 ≻ 3: Plackett-Luce NLL 0.720868 (algorithms.md §10)
+    # β·(π − ref) = [2, 1, 0] ranked 1 ≻ 2 ≻ 3: Plackett-Luce NLL 0.720868 (docs/algorithms.md §10)
     loss, m = listwise_dpo(T([[10.0, 0.0, -10.0]]), T([[-10.0, -10.0, -10.0]]), T([[0, 1, 2]]), beta=0.1)
     assert close(loss, 0.720868)
     assert close(m["rewards/chosen"], 2.0) and close(m["rewards/rejected"], 0.5)  # best vs mean of the rest

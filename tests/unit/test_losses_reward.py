@@ -1,4 +1,4 @@
-"""Reward-model losses (alignkit.losses.reward): hand-checked numbers from algorithms.md §10, plus identities."""
+"""Reward-model losses (alignkit.losses.reward): hand-checked numbers from docs/algorithms.md §10, plus identities."""
 
 import math
 

@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -31,3 +32,32 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def open_offline(browser):
+    """``open_offline(url, allow=None, viewport=...)`` → (page, aborted URLs, page errors): ``url`` loaded in a fresh
+    browser context where every http(s) / ws(s) request is aborted and recorded, except those starting with
+    ``allow`` (the server under test); page errors (uncaught exceptions) are collected from the start."""
+    contexts = []
+
+    def open_url(url: str, allow: str | None = None, viewport: dict | None = None):
+        context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
+        contexts.append(context)
+        aborted: list[str] = []
+
+        def abort(route):
+            aborted.append(route.request.url)
+            route.abort()
+
+        keep = rf"(?!{re.escape(allow)})" if allow else ""
+        context.route(re.compile(rf"^{keep}(https?|wss?)://"), abort)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url, wait_until="load")
+        return page, aborted, errors
+
+    yield open_url
+    for context in contexts:
+        context.close()

@@ -9,7 +9,6 @@ from `playwright install`. Where it is missing the test fails saying so; ALIGNKI
 """
 
 import os
-import re
 import struct
 from pathlib import Path
 
@@ -29,22 +28,7 @@ IMAGES_JS = """async () => Promise.all([...document.images].map(async (img) => {
 
 pytestmark = pytest.mark.skipif(os.environ.get("ALIGNKIT_SKIP_BROWSER") == "1",
                                 reason="ALIGNKIT_SKIP_BROWSER=1: the report is not opened in Chromium")
-# the `browser` fixture (Debian's Chromium under Playwright) is in tests/conftest.py
-
-
-def open_page(browser, path: Path):
-    """``path`` loaded in a fresh context whose http(s) requests are aborted → (page, aborted URLs)."""
-    context = browser.new_context(viewport=VIEWPORT)
-    aborted: list[str] = []
-
-    def abort(route):
-        aborted.append(route.request.url)
-        route.abort()
-
-    context.route(re.compile(r"^(https?|wss?)://"), abort)
-    page = context.new_page()
-    page.goto(path.as_uri(), wait_until="load")
-    return page, aborted
+# the `open_offline` fixture (Debian's Chromium under Playwright) is in tests/conftest.py
 
 
 def broken(images: list[dict]) -> list[str]:
@@ -57,10 +41,10 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_report_renders_in_a_browser(browser, smoke_run, tmp_path):
+def test_report_renders_in_a_browser(open_offline, smoke_run, tmp_path):
     report = smoke_run / "report.html"
     assert report.is_file(), f"{report} was not written (alignkit.eval.report.write_report, end of `alignkit run`)"
-    page, aborted = open_page(browser, report)
+    page, aborted, _ = open_offline(report.as_uri(), viewport=VIEWPORT)
     images = page.evaluate(IMAGES_JS)
     shot = tmp_path / "report.png"  # taken before any check fails, to look at when one does
     page.screenshot(path=shot, full_page=True)
@@ -85,14 +69,14 @@ def test_report_renders_in_a_browser(browser, smoke_run, tmp_path):
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mOQL9/yHwAETQJKzB21+gAAAABJRU5ErkJggg=="
 
 
-def test_the_checks_see_broken_lazy_and_remote_images(browser, tmp_path):
+def test_the_checks_see_broken_lazy_and_remote_images(open_offline, tmp_path):
     """The checks above are not vacuous: a missing file and a remote URL count as broken (and the remote
     one as a request, which is aborted), a lazy image below the fold as loaded."""
     page_file = tmp_path / "page.html"
     page_file.write_text(f"""<!doctype html><html><body><h2>Win rate</h2>
 <img src="data:image/png;base64,{PIXEL}"><img src="missing.png"><img src="http://127.0.0.1:9/remote.png">
 <div style="height:5000px"></div><img loading="lazy" src="data:image/png;base64,{PIXEL}"></body></html>""")
-    page, aborted = open_page(browser, page_file)
+    page, aborted, _ = open_offline(page_file.as_uri(), viewport=VIEWPORT)
     images = page.evaluate(IMAGES_JS)
     assert [i["width"] for i in images] == [1, 0, 0, 1]
     assert broken(images) == ["missing.png", "http://127.0.0.1:9/remote.png"]

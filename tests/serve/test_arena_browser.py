@@ -1,9 +1,8 @@
 """The arena's page in a real browser (Debian's Chromium under Playwright, the `browser` fixture of
-tests/conftest.py): a person types prompts, watches two answers stream in and clicks each of the four buttons;
+tests/conftest.py, via `open_offline`): a person types prompts, watches two answers stream in and clicks each of the four buttons;
 hostile model output and prompts stay text. ALIGNKIT_SKIP_BROWSER=1 skips this file."""
 
 import os
-import re
 
 import pytest
 from arena_support import HeldWorker, real_workers, serving
@@ -21,29 +20,12 @@ COUNT_UPDATES_JS = """() => { window.__updates = {a: 0, b: 0};
     .observe(document.getElementById("answer-" + side), {childList: true, characterData: true, subtree: true}); }"""
 
 
-def open_arena(browser, url: str, path: str = "/"):
-    """A fresh browser context on the arena's page; any request off the arena's own address is aborted."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    outside: list[str] = []
-
-    def abort(route):
-        outside.append(route.request.url)
-        route.abort()
-
-    context.route(re.compile(rf"^(?!{re.escape(url)}/)(https?|wss?)://"), abort)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url + path, wait_until="load")
-    return page, outside, errors
-
-
-def test_four_battles_with_each_of_the_four_buttons(browser, tmp_path, model_dirs, world):
+def test_four_battles_with_each_of_the_four_buttons(open_offline, tmp_path, model_dirs, world):
     store = Store(tmp_path / "arena.db")
     arena = Arena(real_workers(model_dirs, world, max_new_tokens=12), store, [t.prompt for t in world.tasks("train")])
     choices = ["a", "b", "tie", "both_bad"]
     with serving(arena) as url:
-        page, outside, errors = open_arena(browser, url)
+        page, outside, errors = open_offline(url + "/", allow=url + "/", viewport={"width": 1280, "height": 900})
         shown = []
         for i, choice in enumerate(choices):
             prompt = f"Who is Lopririn? ({i})"
@@ -86,13 +68,13 @@ def test_four_battles_with_each_of_the_four_buttons(browser, tmp_path, model_dir
 HOSTILE = ["<script>window.__pwned = 1</script>", "<img src=x onerror=\"window.__pwned = 2\">", " & <b>bold</b>"]
 
 
-def test_model_output_prompts_and_names_show_as_text_and_never_run(browser, tmp_path):
+def test_model_output_prompts_and_names_show_as_text_and_never_run(open_offline, tmp_path):
     evil_name = "<img src=x onerror=\"window.__pwned = 4\">"
     workers = [HeldWorker(evil_name, HOSTILE), HeldWorker("plain", ["<i>also</i> text"])]
     arena = Arena(workers, Store(tmp_path / "arena.db"), [])
     prompt = "<img src=x onerror=\"window.__pwned = 3\"> hi"
     with serving(arena) as url:
-        page, outside, errors = open_arena(browser, url)
+        page, outside, errors = open_offline(url + "/", allow=url + "/", viewport={"width": 1280, "height": 900})
         page.fill("#prompt", prompt)
         page.click("#send")
         page.wait_for_selector("#vote-a:enabled")
@@ -113,12 +95,12 @@ def test_model_output_prompts_and_names_show_as_text_and_never_run(browser, tmp_
     arena.close()
 
 
-def test_an_invited_labeller_votes_and_the_token_leaves_the_address_bar(browser, tmp_path):
+def test_an_invited_labeller_votes_and_the_token_leaves_the_address_bar(open_offline, tmp_path):
     workers = [HeldWorker("w0", ["One."]), HeldWorker("w1", ["Two."])]
     store = Store(tmp_path / "arena.db")
     arena = Arena(workers, store, ["Hello?"], token="s3cret", max_prompt_chars=50)
     with serving(arena) as url:
-        page, outside, errors = open_arena(browser, url, path="/?token=s3cret")
+        page, outside, errors = open_offline(url + "/?token=s3cret", allow=url + "/")
         assert page.evaluate("location.search") == ""  # out of the history and of links copied from it
         page.wait_for_function("() => document.getElementById('prompt').maxLength === 50")
         page.click("#random")

@@ -47,7 +47,7 @@ SIZES: dict[str, dict[str, int]] = {
 ARCHS = ("llama", "qwen2", "gpt2")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -113,7 +113,7 @@ def check_model_dir(path: Path) -> None:
                 f"{path} holds a LoRA adapter, not a full model (no config.json); merge it first"
             )
         raise AlignkitError(f"{path} has no config.json; expected a Hugging Face model directory")
-    if not any(next(path.glob(g), None) for g in _WEIGHT_GLOBS):
+    if not any(next(path.glob(g), None) for g in WEIGHT_GLOBS):
         raise AlignkitError(f"{path} has no weights (*.safetensors or pytorch_model.bin)")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise AlignkitError(f"{path} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")

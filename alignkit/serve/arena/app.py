@@ -152,9 +152,7 @@ class Arena:
         n = self.store.counts()["votes"]
         cached = self._board
         if cached is None or cached[0] != n:
-            board = leaderboard(self.store.outcomes())
-            board["arena_models"] = sorted(self.workers)
-            self._board = cached = (n, board)
+            self._board = cached = (n, leaderboard(self.store.outcomes()))
         return cached[1]
 
     def close(self) -> None:

@@ -28,12 +28,12 @@ import torch
 from alignkit.data.collators import pad_sequences
 from alignkit.data.templates import render_prompt
 from alignkit.errors import AlignkitError
+from alignkit.eval.harness import BASE_STOP
+from alignkit.models.load import WEIGHT_GLOBS
 from alignkit.rollout.sampler import can_decode, decode_steps, position_limit, sample, stop_token_ids
 from alignkit.serve.arena.store import BattleError, Side
 
-MODES = ("chat", "few_shot")
-FEW_SHOT_STOP = "\n\n"  # a base model's answer ends where it starts the next "Q:" (as in eval's few-shot mode)
-_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+(FEW_SHOT_STOP,) = BASE_STOP  # a base model's answer ends where it starts the next "Q:", as in eval's few-shot mode
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def parse_models(entries: list[str], few_shot: list[str]) -> list[ModelSpec]:
 def weights_fingerprint(path: str | Path) -> str:
     """sha256 of the model directory's weight files (names and bytes): which weights gave an answer."""
     digest = hashlib.sha256()
-    files = sorted({f for g in _WEIGHT_GLOBS for f in Path(path).glob(g)})
+    files = sorted({f for g in WEIGHT_GLOBS for f in Path(path).glob(g)})
     for f in files:
         digest.update(f.name.encode() + b"\0")
         with open(f, "rb") as fh:

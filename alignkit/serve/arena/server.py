@@ -42,8 +42,6 @@ def build_arena(cfg, world):
     from alignkit.training.setup import resolve_device
 
     specs = parse_models(cfg.models, cfg.few_shot)
-    if any(s.mode == "few_shot" for s in specs) and world is None:
-        raise AlignkitError("few_shot models are prompted with the built-in world's exemplars: use prompts=world")
     device = str(resolve_device(cfg.device))
     pool = prompt_pool(cfg.prompts, world)
     few_shot = None
